@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job of README's quick start: set up .venv, then run transfusion-demo
+# (extra arguments are passed on, e.g. --quick or --output_dir=DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export TF_CPP_MIN_LOG_LEVEL=2
+.venv/bin/transfusion-demo "$@"

@@ -1,0 +1,1 @@
+"""transfusion_tf: cli."""
