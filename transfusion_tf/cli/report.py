@@ -1,0 +1,56 @@
+"""`transfusion-report`: Markdown + PNG + CSV report over a glob of training workdirs (SPEC X3).
+
+Example:
+  transfusion-report --workdirs='runs/retina_*' --output_dir=reports/retina
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from transfusion_tf.report import ReportError, build_report
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list(
+    "workdirs",
+    None,
+    "Comma-separated glob patterns of transfusion-train workdirs (or of directories holding "
+    "workdirs). Runs that differ only in --seed are aggregated as mean ± sd.",
+)
+flags.DEFINE_string("output_dir", None, "Directory for report.md, auc.csv, steps.csv, figures/.")
+flags.DEFINE_string("title", "Transfusion report", "Title of report.md.")
+flags.DEFINE_list(
+    "analysis_dirs",
+    [],
+    "Optional transfusion-analyze output directories whose figures and tables to include.",
+)
+flags.mark_flags_as_required(["workdirs", "output_dir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        report = build_report(
+            workdirs=FLAGS.workdirs,
+            output_dir=FLAGS.output_dir,
+            title=FLAGS.title,
+            analysis_dirs=FLAGS.analysis_dirs,
+        )
+    except (ReportError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from e
+    print(f"report: {report.markdown_path}")
+    print(f"tables: {report.auc_csv}, {report.steps_csv}; {len(report.figures)} figures")
+    for finding in report.findings:
+        print(f"- {finding}")
+    for skipped in report.skipped:
+        print(f"skipped {skipped}")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
