@@ -1,0 +1,117 @@
+"""Image decoding (the decode stage of the input pipeline): encoded bytes to pixel tensors.
+
+PNG (8- or 16-bit, gray/gray+alpha/RGB/RGBA) and JPEG are supported. `decode_image` keeps the
+stored bit depth (uint8 or uint16); `decode_unit_float` decodes any of them, in graph mode too,
+to float32 in [0, 1] exactly (a 16-bit PNG divided by 65535, everything else by 255).
+`checked_decode_unit_float` adds cheap integrity checks whose errors name the shard file and
+example id, so a corrupt image in a dataset is found by name.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from transfusion_tf.data.encode import JPEG_SIGNATURE, JPEG_TRAILER, PNG_SIGNATURE, PNG_TRAILER
+
+
+def is_png(encoded: tf.Tensor) -> tf.Tensor:
+    """True (bool scalar) when `encoded` starts with the PNG signature."""
+    return tf.equal(tf.strings.substr(encoded, 0, 8), PNG_SIGNATURE)
+
+
+def is_jpeg(encoded: tf.Tensor) -> tf.Tensor:
+    """True (bool scalar) when `encoded` starts with the JPEG SOI marker."""
+    return tf.equal(tf.strings.substr(encoded, 0, 2), JPEG_SIGNATURE)
+
+
+def png_bit_depth(encoded: tf.Tensor) -> tf.Tensor:
+    """Bit depth (int32 scalar) from a PNG's IHDR chunk (byte 24)."""
+    return tf.io.decode_raw(tf.strings.substr(encoded, 24, 1), tf.uint8)[0]
+
+
+def decode_image(encoded, *, channels: int | None = None, dtype: tf.DType | None = None):
+    """Decodes PNG/JPEG bytes to a uint8 or uint16 tensor [H, W, C].
+
+    Args:
+      encoded: scalar string tensor or Python bytes.
+      channels: decode to this many channels (libpng/libjpeg conversion); None keeps the stored.
+      dtype: tf.uint8 or tf.uint16. None picks the stored bit depth, which needs eager
+        execution (a graph has one static dtype); in graph code pass a dtype or use
+        `decode_unit_float`. An 8-bit image decoded as uint16 is scaled by 257 (exact).
+    """
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    if dtype is None:
+        if not tf.executing_eagerly():
+            raise ValueError("decode_image needs an explicit dtype in graph mode")
+        if bool(is_png(encoded)) and int(png_bit_depth(encoded)) == 16:
+            dtype = tf.uint16
+        else:
+            dtype = tf.uint8
+    if dtype not in (tf.uint8, tf.uint16):
+        raise ValueError(f"dtype must be tf.uint8 or tf.uint16, got {dtype}")
+    channels = channels or 0
+
+    def _png():
+        return tf.io.decode_png(encoded, channels=channels, dtype=dtype)
+
+    def _jpeg():
+        image = tf.io.decode_jpeg(encoded, channels=channels)
+        if dtype == tf.uint16:
+            image = tf.cast(image, tf.uint16) * 257
+        return image
+
+    return tf.cond(is_png(encoded), _png, _jpeg)
+
+
+def decode_unit_float(encoded: tf.Tensor) -> tf.Tensor:
+    """Decodes PNG (8/16-bit) or JPEG bytes to float32 [H, W, C] in [0, 1], stored channels."""
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+
+    def _png():
+        # Decoding as uint16 is exact for 8-bit PNGs too (libpng scales by 257).
+        image = tf.io.decode_png(encoded, channels=0, dtype=tf.uint16)
+        return tf.cast(image, tf.float32) / 65535.0
+
+    def _jpeg():
+        return tf.cast(tf.io.decode_jpeg(encoded, channels=0), tf.float32) / 255.0
+
+    return tf.cond(is_png(encoded), _png, _jpeg)
+
+
+def check_encoded(encoded: tf.Tensor, *, where: tf.Tensor) -> tf.Tensor:
+    """Asserts that `encoded` is a whole PNG or JPEG; returns it (with the check attached).
+
+    `where` is a string tensor (e.g. "file.tfrecord example abc") put into the error message.
+    Catches non-image bytes and truncated files (missing PNG IEND / JPEG EOI trailer).
+    """
+    png_ok = tf.logical_and(
+        is_png(encoded), tf.equal(tf.strings.substr(encoded, -12, 12), PNG_TRAILER)
+    )
+    jpeg_ok = tf.logical_and(
+        is_jpeg(encoded), tf.equal(tf.strings.substr(encoded, -2, 2), JPEG_TRAILER)
+    )
+    length = tf.strings.length(encoded)
+    ok = tf.logical_and(length >= 12, tf.logical_or(png_ok, jpeg_ok))
+    check = tf.debugging.Assert(
+        ok, ["corrupt or truncated image (not a whole PNG/JPEG) in", where], summarize=1
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(encoded)
+
+
+def checked_decode_unit_float(
+    encoded: tf.Tensor, *, height: tf.Tensor, width: tf.Tensor, where: tf.Tensor
+) -> tf.Tensor:
+    """`decode_unit_float` with integrity checks naming `where` on failure.
+
+    Checks the container (see `check_encoded`) and that the decoded size equals the stored
+    `height` x `width`. Returns float32 [H, W, C] in [0, 1].
+    """
+    image = decode_unit_float(check_encoded(encoded, where=where))
+    shape = tf.shape(image, out_type=tf.int64)
+    size_ok = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
+    check = tf.debugging.Assert(
+        size_ok, ["decoded image size differs from the stored size in", where, shape], summarize=3
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(image)

@@ -1,0 +1,117 @@
+"""Dataset directory layout (SPEC D1): shard names, `dataset_info.json` read/write, split files.
+
+A dataset directory holds shards `<split>-NNNNN-of-MMMMM.tfrecord` and `dataset_info.json`
+with keys schema_version, source_format, tasks (names in label-vector order), label_policy,
+image_encoding, splits {split: {num_examples, labelled {task: int}, positives {task: int}}}
+and skipped [{path, reason}]. The info file is written last, so its presence means the shards
+it describes are complete.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Any
+
+DATASET_INFO_FILE = "dataset_info.json"
+SPLITS = ("train", "valid", "test")
+_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
+REQUIRED_KEYS = ("schema_version", "source_format", "tasks", "label_policy", "splits", "skipped")
+
+
+class DatasetError(ValueError):
+    """A dataset directory is malformed (message names the directory or file)."""
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    """`<split>-NNNNN-of-MMMMM.tfrecord` for shard `index` of `num_shards`."""
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def load_dataset_info(dataset_dir: str) -> dict[str, Any]:
+    """Reads and checks `<dataset_dir>/dataset_info.json`.
+
+    Raises FileNotFoundError naming the directory when it or the info file is missing, and
+    DatasetError when the file is not valid JSON or lacks a required key.
+    """
+    if not os.path.isdir(dataset_dir):
+        raise FileNotFoundError(f"dataset directory not found: {dataset_dir}")
+    path = os.path.join(dataset_dir, DATASET_INFO_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{DATASET_INFO_FILE} not found in dataset directory {dataset_dir} "
+            "(not a prepared dataset, or its conversion did not finish)"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path} must hold a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in info]
+    if missing:
+        raise DatasetError(f"{path} lacks required keys {missing}")
+    if not info["tasks"]:
+        raise DatasetError(f"{path} lists no tasks")
+    return info
+
+
+def write_dataset_info(dataset_dir: str, info: dict[str, Any]) -> str:
+    """Writes `info` as `<dataset_dir>/dataset_info.json` atomically; returns the path."""
+    path = os.path.join(dataset_dir, DATASET_INFO_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def list_shards(dataset_dir: str, split: str) -> list[str]:
+    """All final-named shard files of `split` in `dataset_dir`, sorted (no consistency check)."""
+    pattern = os.path.join(glob.escape(dataset_dir), f"{glob.escape(split)}-*-of-*.tfrecord")
+    return sorted(
+        p
+        for p in glob.glob(pattern)
+        if (m := _SHARD_RE.match(os.path.basename(p))) and m.group("split") == split
+    )
+
+
+def split_files(dataset_dir: str, split: str) -> list[str]:
+    """The shard files of `split`, sorted; [] for a split with no examples.
+
+    Raises DatasetError for a split the info file does not list, or when shards are missing
+    or come from two different writes (mixed MMMMM counts).
+    """
+    info = load_dataset_info(dataset_dir)
+    if split not in info["splits"]:
+        raise DatasetError(
+            f"split {split!r} not in {os.path.join(dataset_dir, DATASET_INFO_FILE)}; "
+            f"available: {sorted(info['splits'])}"
+        )
+    files = list_shards(dataset_dir, split)
+    num_examples = int(info["splits"][split].get("num_examples", 0))
+    if num_examples == 0:
+        return []
+    if not files:
+        raise DatasetError(
+            f"no shards {split}-*-of-*.tfrecord in {dataset_dir}, "
+            f"but {DATASET_INFO_FILE} lists {num_examples} examples"
+        )
+    counts = {int(_SHARD_RE.match(os.path.basename(p)).group("count")) for p in files}
+    if len(counts) != 1 or len(files) != counts.pop():
+        raise DatasetError(
+            f"shards of split {split!r} in {dataset_dir} are incomplete or mixed: "
+            f"{[os.path.basename(p) for p in files]}"
+        )
+    return files
+
+
+def task_names(info: dict[str, Any]) -> list[str]:
+    """The task names of a dataset, in label-vector order."""
+    return list(info["tasks"])
