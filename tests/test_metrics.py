@@ -1,0 +1,90 @@
+"""Exact AUC metrics: sklearn agreement, masking, undefined tasks, bootstrap CIs, thresholds."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from transfusion_tf.training import metrics
+
+
+def _data(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=(n, 3)).astype(np.float32)
+    scores = labels * 0.6 + rng.random((n, 3))
+    mask = (rng.random((n, 3)) > 0.2).astype(np.float32)
+    return labels, scores, mask
+
+
+def test_auc_report_matches_sklearn_on_known_labels():
+    labels, scores, mask = _data()
+    rep = metrics.auc_report(labels=labels, scores=scores, mask=mask, tasks=["a", "b", "c"])
+    for t, task in enumerate("abc"):
+        keep = mask[:, t] > 0
+        assert rep["auc"][task] == pytest.approx(roc_auc_score(labels[keep, t], scores[keep, t]))
+        assert rep["auprc"][task] == pytest.approx(
+            average_precision_score(labels[keep, t], scores[keep, t])
+        )
+        assert rep["num_labelled"][task] == keep.sum()
+    assert rep["auc_mean"] == pytest.approx(np.mean(list(rep["auc"].values())))
+
+
+def test_single_class_task_is_undefined_and_left_out_of_mean():
+    labels, scores, mask = _data()
+    labels[:, 1] = 1.0
+    rep = metrics.auc_report(labels=labels, scores=scores, mask=mask, tasks=["a", "b", "c"])
+    assert rep["auc"]["b"] is None and rep["auprc"]["b"] is None
+    assert rep["auc_mean"] == pytest.approx((rep["auc"]["a"] + rep["auc"]["c"]) / 2)
+
+
+def test_all_tasks_undefined_gives_none_mean():
+    rep = metrics.auc_report(
+        labels=np.ones((4, 1)), scores=np.random.rand(4, 1), mask=None, tasks=["x"]
+    )
+    assert rep["auc_mean"] is None
+
+
+def test_perfect_and_inverted_scores():
+    labels = np.array([[0.0], [0.0], [1.0], [1.0]])
+    rep = metrics.auc_report(labels=labels, scores=labels, mask=None, tasks=["t"])
+    assert rep["auc"]["t"] == 1.0
+    rep = metrics.auc_report(labels=labels, scores=-labels, mask=None, tasks=["t"])
+    assert rep["auc"]["t"] == 0.0
+
+
+def test_shape_and_value_errors():
+    with pytest.raises(ValueError, match="must all be"):
+        metrics.auc_report(labels=np.ones((3, 2)), scores=np.ones((3, 1)), mask=None, tasks="ab")
+    with pytest.raises(ValueError, match="task names"):
+        metrics.auc_report(labels=np.ones((3, 2)), scores=np.ones((3, 2)), mask=None, tasks=["a"])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auc_report(
+            labels=np.ones((2, 1)), scores=np.array([[np.nan], [0.0]]), mask=None, tasks=["a"]
+        )
+
+
+def test_bootstrap_is_seeded_and_brackets_the_point_estimate():
+    labels, scores, mask = _data(n=150)
+    kwargs = dict(labels=labels, scores=scores, mask=mask, tasks=["a", "b", "c"], num_samples=60)
+    a = metrics.bootstrap_report(seed=3, **kwargs)
+    b = metrics.bootstrap_report(seed=3, **kwargs)
+    c = metrics.bootstrap_report(seed=4, **kwargs)
+    assert a["auc_ci"] == b["auc_ci"]
+    assert a["auc_ci"] != c["auc_ci"]
+    for task in "abc":
+        low, high = a["auc_ci"][task]
+        assert low <= a["auc"][task] <= high and low < high
+    low, high = a["auc_mean_ci"]
+    assert low <= a["auc_mean"] <= high
+    with pytest.raises(ValueError, match="num_samples"):
+        metrics.bootstrap_report(**{**kwargs, "num_samples": 0})
+
+
+def test_steps_to_threshold():
+    history = [
+        {"step": 10, "auc_mean": 0.7},
+        {"step": 20, "auc_mean": None},
+        {"step": 30, "auc_mean": 0.92},
+        {"step": 40, "auc_mean": 0.95},
+    ]
+    got = metrics.steps_to_threshold(history, (0.91, 0.95, 0.99))
+    assert got == {"0.91": 30, "0.95": 40, "0.99": None}

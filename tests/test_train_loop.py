@@ -1,0 +1,153 @@
+"""The custom loop, schedules, optimizers, backups and summaries on a tiny Keras model."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transfusion_tf.training import checkpoint, loop, optim, summaries
+from transfusion_tf.training import strategy as strategy_lib
+
+
+def _tiny_model():
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, name="conv1_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    outputs = keras.layers.Dense(2, name="head", dtype="float32")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _dataset(batch):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    labels = np.stack([images.mean(axis=(1, 2, 3)) > 0, images[:, 0, 0, 0] > 0], 1)
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": images,
+            "labels": labels.astype(np.float32),
+            "mask": np.ones_like(labels, np.float32),
+        }
+    )
+    return ds.repeat().batch(batch, drop_remainder=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "step", "want"),
+    [
+        ("constant", 50, 0.1),
+        ("cosine", 0, 0.1),
+        ("cosine", 50, 0.05),
+        ("cosine", 100, 0.0),
+        ("step", 49, 0.1),
+        ("step", 50, 0.01),
+        ("step", 80, 0.001),
+    ],
+)
+def test_schedules(name, step, want):
+    sched = optim.WarmupSchedule(name=name, learning_rate=0.1, train_steps=100)
+    assert float(sched(step)) == pytest.approx(want, abs=1e-7)
+
+
+def test_warmup_is_linear_then_schedule():
+    sched = optim.WarmupSchedule(name="cosine", learning_rate=1.0, train_steps=110, warmup_steps=10)
+    assert float(sched(0)) == pytest.approx(0.1)
+    assert float(sched(4)) == pytest.approx(0.5)
+    assert float(sched(10)) == pytest.approx(1.0)
+    assert float(sched(60)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"name": "linear"}, "--lr_schedule"),
+        ({"learning_rate": 0.0}, "--learning_rate"),
+        ({"train_steps": 0}, "--train_steps"),
+        ({"warmup_steps": -1}, "--warmup_steps"),
+    ],
+)
+def test_bad_schedule_settings_name_the_flag(kwargs, flag):
+    args = {"name": "cosine", "learning_rate": 0.1, "train_steps": 10, "warmup_steps": 0, **kwargs}
+    with pytest.raises(ValueError, match=flag):
+        optim.validate_schedule(**args)
+
+
+def test_optimizers_and_bad_names():
+    for name in optim.OPTIMIZERS:
+        opt = optim.make_optimizer(name=name, learning_rate=0.1, weight_decay=1e-4)
+        assert isinstance(opt, keras.optimizers.Optimizer)
+    lso = optim.make_optimizer(name="sgd", learning_rate=0.1, precision="mixed_float16")
+    assert isinstance(lso, keras.optimizers.LossScaleOptimizer)
+    with pytest.raises(ValueError, match="--optimizer"):
+        optim.make_optimizer(name="rmsprop", learning_rate=0.1)
+    with pytest.raises(ValueError, match="--precision"):
+        optim.make_optimizer(name="sgd", learning_rate=0.1, precision="float64")
+
+
+def test_strategy_names_and_batch_check():
+    assert strategy_lib.resolve_strategy_name("auto") == "one_device"
+    with pytest.raises(ValueError, match="--strategy"):
+        strategy_lib.resolve_strategy_name("horovod")
+    strategy = strategy_lib.make_strategy("one_device")
+    assert strategy_lib.is_chief(strategy)
+    strategy_lib.check_batch_size(strategy, 3)
+    with pytest.raises(ValueError, match="--batch_size=0"):
+        strategy_lib.check_batch_size(strategy, 0)
+
+
+def test_loop_learns_and_backups_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    strategy = strategy_lib.make_strategy("one_device")
+    with strategy.scope():
+        model = _tiny_model()
+        opt = optim.make_optimizer(name="adam", learning_rate=0.05)
+        opt.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64)
+    train = strategy.distribute_datasets_from_function(
+        lambda ctx: _dataset(ctx.get_per_replica_batch_size(16))
+    )
+    it = iter(train)
+    train_loop = loop.make_train_loop(
+        strategy=strategy, model=model, optimizer=opt, global_batch_size=16
+    )
+    first = float(train_loop(it, tf.constant(5)))
+    for _ in range(4):
+        last = float(train_loop(it, tf.constant(10)))
+    assert last < first
+    assert int(opt.iterations) == 45
+
+    backups = checkpoint.BackupManager(workdir=str(tmp_path), model=model, optimizer=opt, step=step)
+    step.assign(45)
+    backups.save(45)
+    saved = [w.numpy().copy() for w in model.weights]
+    train_loop(it, tf.constant(3))
+    step.assign(48)
+    assert backups.restore_latest()
+    assert int(step) == 45 and int(opt.iterations) == 45
+    for a, b in zip(saved, model.weights, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+
+    predict = loop.make_predict_fn(model)
+    out = loop.predict_dataset(predict, _dataset(16).take(2))
+    assert out["scores"].shape == (32, 2) and np.all((out["scores"] > 0) & (out["scores"] < 1))
+
+    path = os.path.join(tmp_path, "weights", "final.weights.h5")
+    checkpoint.save_weights_atomic(model, path)
+    assert os.path.exists(path) and not os.path.exists(path.replace("final", "final.tmp"))
+    with pytest.raises(ValueError, match="must end with .weights.h5"):
+        checkpoint.save_weights_atomic(model, os.path.join(tmp_path, "w.h5"))
+
+
+def test_empty_eval_split_is_an_error():
+    predict = loop.make_predict_fn(_tiny_model())
+    with pytest.raises(ValueError, match="empty"):
+        loop.predict_dataset(predict, _dataset(4).take(0))
+
+
+def test_filter_grid_shapes():
+    grid = summaries.filter_grid(np.random.rand(5, 5, 1, 10).astype(np.float32), scale=2)
+    assert grid.shape == (1, 2 * (3 * 6 + 1), 2 * (4 * 6 + 1), 3)  # 10 filters: 3 rows x 4
+    assert grid.min() >= 0 and grid.max() <= 1
+    kernel = summaries.conv1_kernel(_tiny_model())
+    assert kernel.shape == (3, 3, 1, 4)

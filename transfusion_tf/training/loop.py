@@ -1,0 +1,101 @@
+"""The one custom training loop used under every tf.distribute strategy (SPEC T2).
+
+Keras 3 `fit()` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585) and
+ends some runs with an idle stall while tf.data autotuning winds down, so the trainer owns its
+loop: `strategy.run` of one step inside a `tf.function` that runs `steps_per_loop` steps with
+`tf.range` per host call. The Keras optimizer all-reduces (sums) gradients across replicas, so
+each replica's loss is divided by the GLOBAL batch size (`losses.masked_bce`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transfusion_tf.training import losses
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite (SPEC T4)."""
+
+
+def make_train_loop(
+    *,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    global_batch_size: int,
+    class_weights: Sequence[float] | None = None,
+) -> Callable[[Iterator, tf.Tensor], tf.Tensor]:
+    """Returns `train_loop(iterator, num_steps) -> mean loss` over `num_steps` steps.
+
+    `iterator` yields per-replica batches {"image": [b, H, W, C], "labels": [b, T],
+    "mask": [b, T], ...} from `strategy.distribute_datasets_from_function`; `num_steps` is a
+    scalar int32 tensor (a tensor, so one trace serves every loop length).
+    """
+
+    def step_fn(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = model(batch["image"], training=True)
+            loss = losses.masked_bce(
+                labels=batch["labels"],
+                logits=logits,
+                mask=batch["mask"],
+                global_batch_size=global_batch_size,
+                class_weights=class_weights,
+            )
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def train_loop(iterator, num_steps):
+        total = tf.constant(0.0, tf.float32)
+        for _ in tf.range(num_steps):
+            per_replica = strategy.run(step_fn, args=(next(iterator),))
+            total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return total / tf.cast(num_steps, tf.float32)
+
+    return train_loop
+
+
+def make_predict_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Returns a tf.function mapping images [B, H, W, C] to float32 probabilities [B, T]."""
+
+    @tf.function
+    def predict(images):
+        return tf.sigmoid(tf.cast(model(images, training=False), tf.float32))
+
+    return predict
+
+
+def predict_dataset(
+    predict: Callable[[tf.Tensor], tf.Tensor], dataset: tf.data.Dataset
+) -> dict[str, Any]:
+    """Runs `predict` over a finite dataset of batches; every worker sees the whole split.
+
+    Returns numpy arrays {"scores": [N, T], "labels": [N, T], "mask": [N, T],
+    "example_id": [N]} in dataset order.
+    """
+    scores, labels, masks, ids = [], [], [], []
+    for batch in dataset:
+        scores.append(predict(batch["image"]).numpy())
+        labels.append(batch["labels"].numpy())
+        masks.append(batch["mask"].numpy())
+        if "example_id" in batch:
+            ids.append(batch["example_id"].numpy())
+    if not scores:
+        raise ValueError("the evaluation split is empty")
+    return {
+        "scores": np.concatenate(scores),
+        "labels": np.concatenate(labels),
+        "mask": np.concatenate(masks),
+        "example_id": np.concatenate(ids) if ids else np.array([], dtype=object),
+    }

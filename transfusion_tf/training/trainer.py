@@ -1,0 +1,520 @@
+"""`train_and_evaluate(config)`: one run of the study, from init to results (SPEC T1-T4, T7).
+
+A workdir holds `config.json`, `init_report.json`, `weights/{init,final,best}.weights.h5`,
+`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl` and `results.json`.
+The same command on the same workdir resumes from the last backup (or reports a finished run);
+a workdir holding a different configuration is refused.
+
+Resume reseeds the training input with `seed + step`, so a resumed run reaches the same step
+count but does not replay exactly the batches the killed run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import sklearn
+import tensorflow as tf
+from absl import logging
+
+import transfusion_tf
+from transfusion_tf import config as config_lib
+from transfusion_tf.training import checkpoint as ckpt_lib
+from transfusion_tf.training import loop as loop_lib
+from transfusion_tf.training import metrics as metrics_lib
+from transfusion_tf.training import optim
+from transfusion_tf.training import strategy as strategy_lib
+from transfusion_tf.training import summaries as summaries_lib
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+HISTORY_FILE = "eval_history.jsonl"
+INIT_REPORT_FILE = "init_report.json"
+INIT_WEIGHTS = os.path.join("weights", "init.weights.h5")
+FINAL_WEIGHTS = os.path.join("weights", "final.weights.h5")
+BEST_WEIGHTS = os.path.join("weights", "best.weights.h5")
+
+
+class WorkdirConflictError(ValueError):
+    """The workdir already holds a run with a different configuration."""
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in `results.json`."""
+    return {
+        "transfusion_tf": transfusion_tf.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def validate_config(cfg: config_lib.RunConfig) -> None:
+    """Checks a run configuration before anything is built; ValueError names the flag."""
+    from transfusion_tf.init import registry as init_registry
+    from transfusion_tf.models import registry as model_registry
+
+    if cfg.model.name not in model_registry.MODELS:
+        raise ValueError(
+            f"--model={cfg.model.name!r} is unknown; choose one of: "
+            + ", ".join(model_registry.MODELS.names())
+        )
+    if cfg.init.name not in init_registry.INITS:
+        raise ValueError(
+            f"--init={cfg.init.name!r} is unknown; choose one of: "
+            + ", ".join(init_registry.INITS.names())
+        )
+    if not cfg.train.workdir:
+        raise ValueError("--workdir is required")
+    if not cfg.data.dataset_dir:
+        raise ValueError("--dataset_dir is required")
+    if not os.path.isdir(cfg.data.dataset_dir):
+        raise FileNotFoundError(f"--dataset_dir: directory not found: {cfg.data.dataset_dir}")
+    strategy_lib.resolve_strategy_name(cfg.train.strategy)
+    optim.validate_schedule(
+        name=cfg.train.lr_schedule,
+        learning_rate=cfg.train.learning_rate,
+        train_steps=cfg.train.train_steps,
+        warmup_steps=cfg.train.warmup_steps,
+    )
+    if cfg.train.optimizer not in optim.OPTIMIZERS:
+        raise ValueError(
+            f"--optimizer must be one of {', '.join(optim.OPTIMIZERS)}; got {cfg.train.optimizer!r}"
+        )
+    if cfg.train.precision not in optim.PRECISIONS:
+        raise ValueError(
+            f"--precision must be one of {', '.join(optim.PRECISIONS)}; got {cfg.train.precision!r}"
+        )
+    for flag, value in (
+        ("--eval_every_steps", cfg.train.eval_every_steps),
+        ("--steps_per_loop", cfg.train.steps_per_loop),
+        ("--checkpoint_every_steps", cfg.train.checkpoint_every_steps),
+        ("--batch_size", cfg.data.batch_size),
+        ("--image_size", cfg.data.image_size),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1; got {value}")
+    if cfg.data.channels not in (1, 3):
+        raise ValueError(f"--channels must be 1 or 3; got {cfg.data.channels}")
+    if cfg.train.weight_decay < 0:
+        raise ValueError(f"--weight_decay must be >= 0; got {cfg.train.weight_decay}")
+    for t in cfg.train.auc_thresholds:
+        if not 0.0 < t <= 1.0:
+            raise ValueError(f"--auc_thresholds must be in (0, 1]; got {t}")
+    if cfg.train.class_weights is not None and len(cfg.train.class_weights) != cfg.model.num_tasks:
+        raise ValueError(
+            f"--class_weights has {len(cfg.train.class_weights)} values but the dataset has "
+            f"{cfg.model.num_tasks} tasks"
+        )
+
+
+@contextlib.contextmanager
+def _precision(precision: str) -> Iterator[None]:
+    """Sets Keras' global dtype policy for the duration of a run."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_history(workdir: str) -> list[dict[str, Any]]:
+    """The eval records of a workdir's `eval_history.jsonl` (empty list if none)."""
+    path = os.path.join(workdir, HISTORY_FILE)
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # A line cut by a kill while being written; every later line is lost too.
+                    logging.warning("%s: dropping a truncated line", path)
+                    break
+    return records
+
+
+def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
+    """Refuses a workdir with another config; returns results of a finished identical run."""
+    workdir = cfg.train.workdir
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        return None
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            existing = config_lib.RunConfig.from_json(f.read())
+    except (ValueError, TypeError) as err:
+        raise WorkdirConflictError(f"{config_path} is not a run configuration: {err}") from None
+    if existing != cfg:
+        old, new = existing.to_dict(), cfg.to_dict()
+        diffs = [
+            f"{section}.{key}: {old[section].get(key)!r} -> {new[section].get(key)!r}"
+            for section in new
+            for key in new[section]
+            if old[section].get(key) != new[section].get(key)
+        ]
+        raise WorkdirConflictError(
+            f"--workdir={workdir} already holds a run with a different configuration "
+            f"({'; '.join(diffs)}); use a new workdir"
+        )
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    if os.path.exists(results_path):
+        return _read_json(results_path)
+    return None
+
+
+def _eval_loss(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> float:
+    """Masked BCE of probabilities with the training loss' normalisation (sum / (N * T))."""
+    p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+    y = (labels > 0.5).astype(np.float64)
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(np.sum(bce * (mask > 0)) / max(labels.size, 1))
+
+
+class _Run:
+    """The state of one training run; `train_and_evaluate` drives it."""
+
+    def __init__(self, cfg: config_lib.RunConfig) -> None:
+        from transfusion_tf.data import info as info_lib
+
+        self.cfg = cfg
+        self.workdir = cfg.train.workdir
+        self.info = info_lib.load_dataset_info(cfg.data.dataset_dir)
+        self.tasks = list(self.info["tasks"])
+        if cfg.model.num_tasks != len(self.tasks):
+            raise ValueError(
+                f"the model has {cfg.model.num_tasks} outputs but --dataset_dir="
+                f"{cfg.data.dataset_dir} has {len(self.tasks)} tasks"
+            )
+        self.strategy = strategy_lib.make_strategy(cfg.train.strategy)
+        strategy_lib.check_batch_size(self.strategy, cfg.data.batch_size)
+        self.chief = strategy_lib.is_chief(self.strategy)
+        self.path = lambda name: os.path.join(self.workdir, name)
+
+    # -- building ---------------------------------------------------------------------------
+    def build(self) -> None:
+        from transfusion_tf.models import registry as model_registry
+
+        cfg = self.cfg
+        with self.strategy.scope():
+            self.model = model_registry.build_model(
+                cfg.model.name,
+                num_tasks=cfg.model.num_tasks,
+                image_size=cfg.model.image_size,
+                channels=cfg.model.channels,
+                widths=cfg.model.widths,
+                width_multiplier=cfg.model.width_multiplier,
+            )
+            self.schedule = optim.WarmupSchedule(
+                name=cfg.train.lr_schedule,
+                learning_rate=cfg.train.learning_rate,
+                train_steps=cfg.train.train_steps,
+                warmup_steps=cfg.train.warmup_steps,
+            )
+            self.optimizer = optim.make_optimizer(
+                name=cfg.train.optimizer,
+                learning_rate=self.schedule,
+                momentum=cfg.train.momentum,
+                weight_decay=cfg.train.weight_decay,
+                precision=cfg.train.precision,
+            )
+            self.optimizer.build(self.model.trainable_variables)
+        # A plain host variable: the step counter is assigned from the host after each loop.
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
+        self.backups = ckpt_lib.BackupManager(
+            workdir=self.workdir,
+            model=self.model,
+            optimizer=self.optimizer,
+            step=self.step_var,
+            chief=self.chief,
+            worker_id=strategy_lib.worker_id(self.strategy),
+        )
+        self.preprocess_mode = model_registry.default_preprocess_mode(cfg.model.name)
+        try:
+            units = model_registry.get_units(cfg.model.name)
+            self.conv1_layers = tuple(units[0].layers) if units else ()
+        except (KeyError, ValueError):
+            self.conv1_layers = ()
+
+    def initialize(self) -> dict[str, Any]:
+        """Applies the init strategy; writes init weights, report and config (chief only)."""
+        from transfusion_tf.init import registry as init_registry
+
+        with self.strategy.scope():
+            report = init_registry.initialize(
+                self.model, model_name=self.cfg.model.name, init=self.cfg.init
+            )
+        if self.chief:
+            os.makedirs(self.workdir, exist_ok=True)
+            ckpt_lib.write_text_atomic(self.path(INIT_REPORT_FILE), report.to_json())
+            ckpt_lib.save_weights_atomic(self.model, self.path(INIT_WEIGHTS))
+            self.summaries.text(0, "init/report", report.summary())
+            self.summaries.filters(0, summaries_lib.conv1_kernel(self.model, self.conv1_layers))
+        return report.to_dict()
+
+    def datasets(self, start_step: int) -> tuple[Any, tf.data.Dataset]:
+        from transfusion_tf.data import pipeline
+
+        cfg = self.cfg
+        data = cfg.data
+
+        def train_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return pipeline.build_dataset(
+                dataset_dir=data.dataset_dir,
+                split="train",
+                batch_size=data.batch_size,
+                image_size=data.image_size,
+                channels=data.channels,
+                preprocess_mode=self.preprocess_mode,
+                training=True,
+                seed=data.seed + start_step,
+                augment=data.augment,
+                train_examples=data.train_examples,
+                balanced=data.balanced,
+                cache=data.cache,
+                deterministic=data.deterministic,
+                shuffle_buffer=data.shuffle_buffer,
+                input_context=input_context,
+            )
+
+        train = self.strategy.distribute_datasets_from_function(train_fn)
+        valid = pipeline.build_dataset(
+            dataset_dir=data.dataset_dir,
+            split="valid",
+            batch_size=data.batch_size,
+            image_size=data.image_size,
+            channels=data.channels,
+            preprocess_mode=self.preprocess_mode,
+            training=False,
+            seed=data.seed,
+            augment="none",
+            cache=data.cache,
+            deterministic=True,
+        )
+        return train, valid
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
+        out = loop_lib.predict_dataset(self.predict, valid)
+        report = metrics_lib.auc_report(
+            labels=out["labels"], scores=out["scores"], mask=out["mask"], tasks=self.tasks
+        )
+        return {
+            "step": int(step),
+            "auc": report["auc"],
+            "auc_mean": report["auc_mean"],
+            "auprc": report["auprc"],
+            "auprc_mean": report["auprc_mean"],
+            "loss": _eval_loss(out["labels"], out["scores"], out["mask"]),
+            "num_examples": int(out["labels"].shape[0]),
+        }
+
+
+def _hparams(cfg: config_lib.RunConfig) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "init": cfg.init.name,
+        "transfuse_upto": cfg.init.transfuse_upto,
+        "lr": cfg.train.learning_rate,
+        "dataset": os.path.basename(os.path.normpath(cfg.data.dataset_dir)),
+        "seed": cfg.train.seed,
+    }
+
+
+def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
+    """Trains one run and evaluates it on the validation split; returns `results.json`'s dict.
+
+    Args:
+      cfg: the resolved run configuration (`model.num_tasks` must equal the dataset's tasks).
+
+    Returns:
+      The results dict (see module docstring of `transfusion_tf.training`).
+
+    Raises:
+      ValueError / FileNotFoundError naming the flag or file for bad settings,
+      WorkdirConflictError for a workdir of another run, loop.NonFiniteLossError on NaN loss.
+    """
+    validate_config(cfg)
+    finished = _check_workdir(cfg)
+    if finished is not None:
+        logging.info(
+            "%s already holds a finished run with this configuration (final mean AUC %s); "
+            "nothing to do",
+            cfg.train.workdir,
+            finished.get("final_auc_mean"),
+        )
+        return finished
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    wall_start = time.perf_counter()
+    with _precision(cfg.train.precision):
+        run = _Run(cfg)
+        run.summaries = summaries_lib.RunSummaries(cfg.train.workdir, enabled=run.chief)
+        try:
+            return _train(run, wall_start)
+        finally:
+            run.summaries.close()
+            if hasattr(run, "backups"):
+                run.backups.close()
+
+
+def _train(run: _Run, wall_start: float) -> dict[str, Any]:
+    cfg = run.cfg
+    tc = cfg.train
+    if run.chief:
+        os.makedirs(run.workdir, exist_ok=True)
+        ckpt_lib.write_text_atomic(run.path(CONFIG_FILE), cfg.to_json() + "\n")
+    run.build()
+    resumed = run.backups.restore_latest()
+    step = int(run.step_var.numpy())
+    if resumed:
+        logging.info("resuming %s at step %d of %d", run.workdir, step, tc.train_steps)
+        init_report = _read_json(run.path(INIT_REPORT_FILE))
+    else:
+        init_report = run.initialize()
+    if run.chief:
+        run.summaries.hparams(_hparams(cfg), trial_id=os.path.basename(run.workdir.rstrip("/")))
+
+    history = [r for r in read_history(run.workdir) if r["step"] <= step]
+    if run.chief:
+        ckpt_lib.write_text_atomic(
+            run.path(HISTORY_FILE), "".join(json.dumps(r) + "\n" for r in history)
+        )
+    best = max(
+        (r for r in history if r.get("auc_mean") is not None),
+        key=lambda r: r["auc_mean"],
+        default=None,
+    )
+    best_auc, best_step = (best["auc_mean"], best["step"]) if best else (None, None)
+
+    train_ds, valid_ds = run.datasets(step)
+    iterator = iter(train_ds)
+    train_loop = loop_lib.make_train_loop(
+        strategy=run.strategy,
+        model=run.model,
+        optimizer=run.optimizer,
+        global_batch_size=cfg.data.batch_size,
+        class_weights=tc.class_weights,
+    )
+    run.predict = loop_lib.make_predict_fn(run.model)
+    conv1 = run.conv1_layers
+
+    train_seconds, train_images, first_loop = 0.0, 0, True
+    while step < tc.train_steps:
+        n = min(
+            tc.steps_per_loop,
+            tc.train_steps - step,
+            tc.eval_every_steps - step % tc.eval_every_steps,
+            tc.checkpoint_every_steps - step % tc.checkpoint_every_steps,
+        )
+        t0 = time.perf_counter()
+        loss = float(train_loop(iterator, tf.constant(n, tf.int32)))
+        elapsed = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            raise loop_lib.NonFiniteLossError(
+                f"training loss became {loss} between steps {step} and {step + n} "
+                f"(--learning_rate={tc.learning_rate}, --optimizer={tc.optimizer}); "
+                f"the last backup in {run.path('checkpoints')} holds the state before it"
+            )
+        step += n
+        run.step_var.assign(step)
+        images_per_second = n * cfg.data.batch_size / max(elapsed, 1e-9)
+        if not first_loop:  # the first call traces the tf.function: not steady state
+            train_seconds += elapsed
+            train_images += n * cfg.data.batch_size
+        first_loop = False
+        lr = float(run.schedule(run.optimizer.iterations))
+        logging.info(
+            "step %d/%d loss %.4f lr %.4g %.1f img/s",
+            step,
+            tc.train_steps,
+            loss,
+            lr,
+            images_per_second,
+        )
+        run.summaries.scalars(
+            step,
+            {
+                "train/loss": loss,
+                "train/learning_rate": lr,
+                "perf/images_per_second": images_per_second,
+            },
+        )
+        evaluated = step % tc.eval_every_steps == 0 or step == tc.train_steps
+        if evaluated:
+            record = run.evaluate(step, valid_ds)
+            history.append(record)
+            logging.info(
+                "eval step %d mean AUC %s per task %s", step, record["auc_mean"], record["auc"]
+            )
+            if run.chief:
+                run.summaries.eval_scalars(step, record)
+                run.summaries.filters(step, summaries_lib.conv1_kernel(run.model, conv1))
+                with open(run.path(HISTORY_FILE), "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            if record["auc_mean"] is not None and (
+                best_auc is None or record["auc_mean"] > best_auc
+            ):
+                best_auc, best_step = record["auc_mean"], step
+                if run.chief:
+                    ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
+        if evaluated or step % tc.checkpoint_every_steps == 0 or step == tc.train_steps:
+            run.backups.save(step)
+        run.summaries.flush()
+
+    if run.chief:
+        ckpt_lib.save_weights_atomic(run.model, run.path(FINAL_WEIGHTS))
+        if best_step is None:
+            # No defined AUC ever (e.g. a single-class validation split): best = final.
+            ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
+    final = history[-1] if history else run.evaluate(step, valid_ds)
+    results = {
+        "final_auc": final["auc"],
+        "final_auc_mean": final["auc_mean"],
+        "final_auprc": final["auprc"],
+        "final_auprc_mean": final["auprc_mean"],
+        "best_auc_mean": best_auc,
+        "best_step": best_step,
+        "steps_to_threshold": metrics_lib.steps_to_threshold(history, tc.auc_thresholds),
+        "examples_per_second": (train_images / train_seconds) if train_seconds > 0 else None,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "versions": versions(),
+        "seed": tc.seed,
+        "source_sha256": init_report.get("source_sha256"),
+        "model": cfg.model.name,
+        "init": cfg.init.name,
+        "tasks": run.tasks,
+        "train_steps": step,
+        "dataset_dir": cfg.data.dataset_dir,
+        "strategy": strategy_lib.resolve_strategy_name(tc.strategy),
+        "num_replicas": run.strategy.num_replicas_in_sync,
+        "precision": tc.precision,
+        "resumed": bool(resumed),
+    }
+    if run.chief:
+        ckpt_lib.write_text_atomic(
+            run.path(RESULTS_FILE), json.dumps(results, indent=2, sort_keys=True) + "\n"
+        )
+        logging.info("finished %s: final mean AUC %s", run.workdir, results["final_auc_mean"])
+    return results
