@@ -1,0 +1,162 @@
+"""PNG figures of the representational analyses (matplotlib, object API, Agg canvas).
+
+One function per figure of the paper's Section 4: per-unit similarity curves (Fig. 3 and the
+per-unit view of Fig. 2), the grouped pair statistic (Fig. 2), the init-vs-final similarity
+scatter (Fig. 4), conv1 filter grids (Fig. 5), per-layer weight change, and the measure summary
+of the `arrays` mode. Each writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _save(fig: Figure, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_measures(
+    values: Mapping[str, float | None], correlations: Sequence[float], path: str, *, title: str
+) -> str:
+    """Bar chart of every measure next to the sorted canonical correlations."""
+    fig = Figure(figsize=(10, 4))
+    ax_bar, ax_rho = fig.subplots(1, 2)
+    names = list(values)
+    heights = [np.nan if values[n] is None else values[n] for n in names]
+    ax_bar.bar(range(len(names)), heights, color="tab:blue")
+    ax_bar.set_xticks(range(len(names)), names, rotation=40, ha="right")
+    ax_bar.set_ylim(min(0.0, np.nanmin(heights + [0.0])), 1.0)
+    ax_bar.set_ylabel("similarity")
+    ax_bar.set_title(title)
+    ax_rho.plot(np.arange(1, len(correlations) + 1), correlations, marker=".")
+    ax_rho.set_xlabel("canonical direction")
+    ax_rho.set_ylabel("canonical correlation")
+    ax_rho.set_ylim(0.0, 1.02)
+    ax_rho.set_title("CCA spectrum")
+    return _save(fig, path)
+
+
+def plot_unit_curves(
+    units: Sequence[str],
+    curves: Mapping[str, Sequence[float | None]],
+    path: str,
+    *,
+    title: str,
+    ylabel: str,
+) -> str:
+    """One line per curve over the ordered units (None = undefined, drawn as a gap)."""
+    fig = Figure(figsize=(max(5.0, 0.9 * len(units) + 2.5), 4))
+    ax = fig.subplots()
+    for label, values in curves.items():
+        ys = [np.nan if v is None else v for v in values]
+        ax.plot(range(len(units)), ys, marker="o", label=label)
+    ax.set_xticks(range(len(units)), units, rotation=30, ha="right")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(curves) <= 12:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_pair_groups(groups: Mapping[str, Sequence[float]], path: str, *, title: str) -> str:
+    """Fig. 2: mean (bars) and every pair (dots) of the top-two-unit similarity per group."""
+    fig = Figure(figsize=(max(4.0, 1.6 * len(groups) + 1.5), 4))
+    ax = fig.subplots()
+    for i, values in enumerate(groups.values()):
+        values = np.asarray(values, dtype=np.float64)
+        ax.bar(i, float(np.mean(values)), color="tab:blue", alpha=0.6)
+        if values.size > 1:
+            ax.errorbar(i, float(np.mean(values)), yerr=float(np.std(values)), color="black")
+        ax.scatter(np.full(values.size, i), values, color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right")
+    ax.set_ylabel("similarity, top two units (mean)")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_init_final_scatter(
+    points: Mapping[str, Sequence[tuple[float, float]]], path: str, *, title: str
+) -> str:
+    """Fig. 4: similarity of a pair at initialisation (x) vs after training (y), per unit."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    for label, xy in points.items():
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        ax.scatter(xy[:, 0], xy[:, 1], label=label, s=18)
+    ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xlim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("similarity at initialisation")
+    ax.set_ylabel("similarity after training")
+    ax.set_title(title)
+    if len(points) <= 12:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def filter_grid(kernel: np.ndarray, *, max_filters: int = 64) -> np.ndarray:
+    """Tiles conv filters [kh, kw, in, out] into one image [rows*(kh+1), cols*(kw+1), 3] in [0, 1].
+
+    Each filter is min-max scaled on its own; 3 input channels are shown as RGB, otherwise the
+    mean over input channels as gray. At most `max_filters` filters (the first ones).
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 4:
+        raise ValueError(f"conv kernel must be [kh, kw, in, out], got shape {kernel.shape}")
+    kh, kw, cin, cout = kernel.shape
+    count = min(cout, max_filters)
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    grid = np.ones((rows * (kh + 1), cols * (kw + 1), 3))
+    for i in range(count):
+        f = kernel[..., i]
+        f = f if cin == 3 else np.repeat(f.mean(axis=-1, keepdims=True), 3, axis=-1)
+        lo, hi = f.min(), f.max()
+        f = (f - lo) / (hi - lo) if hi > lo else np.full_like(f, 0.5)
+        r, c = divmod(i, cols)
+        grid[r * (kh + 1) : r * (kh + 1) + kh, c * (kw + 1) : c * (kw + 1) + kw] = f
+    return grid
+
+
+def plot_filter_grids(
+    kernels: Mapping[str, np.ndarray], path: str, *, title: str, max_filters: int = 64
+) -> str:
+    """Fig. 5: conv1 filter grids side by side (e.g. {"init": k0, "final": k1})."""
+    fig = Figure(figsize=(4.2 * len(kernels), 4.6))
+    axes = np.atleast_1d(fig.subplots(1, len(kernels)))
+    for ax, (label, kernel) in zip(axes, kernels.items(), strict=True):
+        ax.imshow(filter_grid(kernel, max_filters=max_filters), interpolation="nearest")
+        ax.set_title(label)
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_weight_change(
+    curves: Mapping[str, Sequence[float]], layers: Sequence[str], path: str, *, title: str
+) -> str:
+    """Per-layer relative weight change ||W_final - W_init|| / ||W_init||, one line per run."""
+    fig = Figure(figsize=(max(6.0, 0.12 * len(layers) + 4.0), 4))
+    ax = fig.subplots()
+    for label, values in curves.items():
+        ax.plot(range(len(layers)), values, marker=".", label=label)
+    step = max(1, len(layers) // 30)
+    ticks = list(range(0, len(layers), step))
+    ax.set_xticks(ticks, [layers[i] for i in ticks], rotation=60, ha="right", fontsize="x-small")
+    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.set_ylabel("||W_final - W_init|| / ||W_init||")
+    ax.set_title(title)
+    if len(curves) <= 12:
+        ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,179 @@
+"""The registry of similarity measures (`MEASURES`): one scalar per pair of activation sets.
+
+Every measure maps x [n, p] and y [n, q] (examples x features) to a float; those that can be
+computed from co-moments (`Measure.streaming`) also accept a `JointCovariance`, which is how the
+activation analyses compare millions of (image, position) datapoints in bounded memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from absl import logging
+
+from transfusion_tf.analysis import cca as cca_lib
+from transfusion_tf.analysis import cka as cka_lib
+from transfusion_tf.analysis.common import SimilarityError, as_activation_pair
+from transfusion_tf.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureOptions:
+    """Tuning knobs shared by the measures.
+
+    svcca_dims: SVCCA directions kept per side, an int count or a float kept-variance fraction.
+    rbf_threshold: RBF bandwidth as a multiple of the median distance.
+    rtol: relative variance below which a CCA direction counts as degenerate.
+    """
+
+    svcca_dims: int | float = 0.99
+    rbf_threshold: float = 1.0
+    rtol: float = cca_lib.DEFAULT_RTOL
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """A similarity measure: `compute(x, y, options)`; `from_covariance(cov, options)` or None."""
+
+    name: str
+    description: str
+    compute: Callable[[np.ndarray, np.ndarray, MeasureOptions], float]
+    from_covariance: Callable[[cca_lib.JointCovariance, MeasureOptions], float] | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.from_covariance is not None
+
+
+MEASURES: Registry[Measure] = Registry("similarity measure")
+
+
+def _streaming_measure(
+    name: str,
+    description: str,
+    from_covariance: Callable[[cca_lib.JointCovariance, MeasureOptions], float],
+) -> Measure:
+    def compute(x: np.ndarray, y: np.ndarray, options: MeasureOptions) -> float:
+        return from_covariance(cca_lib.joint_covariance(x, y), options)
+
+    return MEASURES.add(name, Measure(name, description, compute, from_covariance))
+
+
+_streaming_measure(
+    "cca_mean",
+    "mean of all canonical correlations",
+    lambda cov, o: cca_lib.cca_from_covariance(cov, rtol=o.rtol).mean,
+)
+_streaming_measure(
+    "svcca_mean",
+    "mean canonical correlation after reducing each side to its top SVD directions",
+    lambda cov, o: (
+        cca_lib.cca_from_covariance(cov, x_dims=o.svcca_dims, y_dims=o.svcca_dims, rtol=o.rtol).mean
+    ),
+)
+_streaming_measure(
+    "pwcca",
+    "projection-weighted CCA, weights from the first argument's canonical variates",
+    lambda cov, o: cca_lib.pwcca_from_covariance(cov, rtol=o.rtol).value,
+)
+_streaming_measure(
+    "cka_linear",
+    "linear CKA (biased HSIC)",
+    lambda cov, o: cka_lib.linear_cka_from_covariance(cov),
+)
+MEASURES.add(
+    "cka_linear_debiased",
+    Measure(
+        "cka_linear_debiased",
+        "linear CKA with the unbiased HSIC estimator",
+        lambda x, y, o: cka_lib.linear_cka(x, y, debiased=True),
+    ),
+)
+MEASURES.add(
+    "cka_rbf",
+    Measure(
+        "cka_rbf",
+        "RBF-kernel CKA (biased HSIC), bandwidth a multiple of the median distance",
+        lambda x, y, o: cka_lib.rbf_cka(x, y, threshold=o.rbf_threshold),
+    ),
+)
+MEASURES.add(
+    "cka_rbf_debiased",
+    Measure(
+        "cka_rbf_debiased",
+        "RBF-kernel CKA with the unbiased HSIC estimator",
+        lambda x, y, o: cka_lib.rbf_cka(x, y, threshold=o.rbf_threshold, debiased=True),
+    ),
+)
+
+
+def streaming_measure_names() -> list[str]:
+    """Names of the measures computable from co-moments (usable on streamed activations)."""
+    return [name for name in MEASURES.names() if MEASURES.get(name).streaming]
+
+
+def check_measure_names(names: Sequence[str], *, streaming: bool = False) -> list[str]:
+    """Validates measure names (unknown -> ValueError listing the choices); returns a list."""
+    names = list(names)
+    if not names:
+        raise ValueError("no similarity measure given")
+    for name in names:
+        if name not in MEASURES:
+            raise ValueError(
+                f"unknown similarity measure {name!r}; choose from: {', '.join(MEASURES.names())}"
+            )
+        if streaming and not MEASURES.get(name).streaming:
+            raise ValueError(
+                f"similarity measure {name!r} needs all activations in memory and cannot be "
+                f"streamed; choose from: {', '.join(streaming_measure_names())}"
+            )
+    return names
+
+
+def compute_measures(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    names: Sequence[str] | None = None,
+    options: MeasureOptions = MeasureOptions(),
+) -> dict[str, float]:
+    """Every named measure (default: all registered) of x [n, p] and y [n, q].
+
+    The co-moments are computed once and shared by the streaming measures.
+    """
+    names = check_measure_names(MEASURES.names() if names is None else names)
+    x, y = as_activation_pair(x, y)
+    cov = None
+    out: dict[str, float] = {}
+    for name in names:
+        measure = MEASURES.get(name)
+        if measure.from_covariance is not None:
+            if cov is None:
+                cov = cca_lib.joint_covariance(x, y)
+            out[name] = float(measure.from_covariance(cov, options))
+        else:
+            out[name] = float(measure.compute(x, y, options))
+    return out
+
+
+def measures_from_covariance(
+    cov: cca_lib.JointCovariance,
+    *,
+    names: Sequence[str],
+    options: MeasureOptions = MeasureOptions(),
+) -> dict[str, float | None]:
+    """Streaming measures from co-moments; a measure undefined here is None, not an exception.
+
+    Meant for sweeps over many units, where one dead unit (constant activations) should not stop
+    the rest; the reason is logged.
+    """
+    out: dict[str, float | None] = {}
+    for name in check_measure_names(names, streaming=True):
+        try:
+            out[name] = float(MEASURES.get(name).from_covariance(cov, options))
+        except SimilarityError as err:
+            logging.warning("similarity measure %s is undefined: %s", name, err)
+            out[name] = None
+    return out
