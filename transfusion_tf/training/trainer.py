@@ -518,3 +518,46 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         )
         logging.info("finished %s: final mean AUC %s", run.workdir, results["final_auc_mean"])
     return results
+
+
+WEIGHT_CHOICES = ("final", "best", "init")
+
+
+def load_run_config(workdir: str) -> config_lib.RunConfig:
+    """The `config.json` of a workdir; FileNotFoundError / ValueError name the file."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a transfusion-train workdir")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return config_lib.RunConfig.from_json(f.read())
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a valid run configuration: {err}") from None
+
+
+def load_run_model(
+    workdir: str, *, weights: str = "final"
+) -> tuple[config_lib.RunConfig, keras.Model]:
+    """Rebuilds a run's model from `config.json` and loads `weights/<weights>.weights.h5`.
+
+    Returns:
+      (config, model) where the model maps float32 [B, S, S, C] to logits [B, T].
+    """
+    from transfusion_tf.models import registry as model_registry
+
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}; got {weights!r}")
+    cfg = load_run_config(workdir)
+    path = os.path.join(workdir, "weights", f"{weights}.weights.h5")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path} (has the run finished?)")
+    model = model_registry.build_model(
+        cfg.model.name,
+        num_tasks=cfg.model.num_tasks,
+        image_size=cfg.model.image_size,
+        channels=cfg.model.channels,
+        widths=cfg.model.widths,
+        width_multiplier=cfg.model.width_multiplier,
+    )
+    model.load_weights(path)
+    return cfg, model
