@@ -1,0 +1,266 @@
+"""The tf.data input pipeline (SPEC D3), used by training, evaluation and the analyses.
+
+    file list -> seeded file shuffle -> shard per input context -> parallel interleave
+    -> [train_examples subset] -> shuffle -> parse + decode + resize (parallel) -> batch
+    -> augment (batched, stateless) -> normalise -> prefetch
+
+`build_dataset` yields dicts {"image": float32 [B, H, W, C], "labels": float32 [B, T],
+"mask": float32 [B, T], "example_id": string [B]}. `batch_size` is the global batch; with a
+`tf.distribute.InputContext` each pipeline batches `get_per_replica_batch_size(batch_size)` and
+reads the files `i::num_input_pipelines` of a seeded file order (with fewer files than
+pipelines, records are sharded instead).
+
+The `train_examples=N` subset (the paper's 5,000-image regime) is chosen by example id, not by
+position: every id gets a score, the first 8 bytes of BLAKE2b(id, key=seed), and the N ids with
+the lowest scores are kept. So a seed picks the same N examples whatever the shard count or file
+order. Choosing them reads the ids and labels of the split once (no image decoding).
+
+`balanced=True` draws positives and negatives of the first task with equal probability
+(`sample_from_datasets` over two filtered streams; "negative" = not a labelled positive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfusion_tf.data import augment as augment_lib
+from transfusion_tf.data import decode as decode_lib
+from transfusion_tf.data import info as info_lib
+from transfusion_tf.data import preprocess as preprocess_lib
+from transfusion_tf.data import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+_INTERLEAVE_CYCLE = 8
+
+
+def subset_score(example_id: bytes, seed: int) -> int:
+    """The seeded score that ranks example ids for the train_examples subset."""
+    key = seed.to_bytes(8, "little", signed=True)
+    return int.from_bytes(hashlib.blake2b(example_id, digest_size=8, key=key).digest(), "little")
+
+
+def scan_labels(files: list[str], *, num_tasks: int) -> dict[str, np.ndarray]:
+    """Reads ids [N], labels [N, T] and masks [N, T] of all records in `files` (no images)."""
+    ds = tf.data.TFRecordDataset(files).batch(4096)
+    ds = ds.map(lambda s: schema.parse_labels(s, num_tasks=num_tasks))
+    ids, labels, masks = [], [], []
+    for batch in ds.as_numpy_iterator():
+        ids.append(batch["example_id"])
+        labels.append(batch["labels"])
+        masks.append(batch["mask"])
+    if not ids:
+        return {
+            "example_id": np.zeros([0], object),
+            "labels": np.zeros([0, num_tasks], np.float32),
+            "mask": np.zeros([0, num_tasks], np.float32),
+        }
+    return {
+        "example_id": np.concatenate(ids),
+        "labels": np.concatenate(labels),
+        "mask": np.concatenate(masks),
+    }
+
+
+def select_subset(scan: dict[str, np.ndarray], *, num_examples: int, seed: int) -> np.ndarray:
+    """Indices into `scan` of the `num_examples` ids with the lowest seeded scores."""
+    scores = np.array([subset_score(i, seed) for i in scan["example_id"]], dtype=np.uint64)
+    return np.sort(np.argsort(scores, kind="stable")[:num_examples])
+
+
+def _where(file: tf.Tensor, example_id: tf.Tensor) -> tf.Tensor:
+    return tf.strings.join(["shard ", file, ", example ", example_id])
+
+
+def build_dataset(
+    *,
+    dataset_dir: str,
+    split: str,
+    batch_size: int,
+    image_size: int,
+    channels: int,
+    preprocess_mode: str = "unit",
+    training: bool,
+    seed: int = 0,
+    augment: str = "default",
+    train_examples: int | None = None,
+    balanced: bool = False,
+    cache: bool = False,
+    deterministic: bool = False,
+    repeat: bool | None = None,
+    shuffle_buffer: int = 2048,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """Builds the input pipeline of one split of a prepared dataset (see the module docstring).
+
+    training=True: shuffled, augmented (unless augment="none"), repeated forever (unless
+    repeat=False), full batches only. training=False: file order, no augmentation, one pass
+    (unless repeat=True), the last partial batch kept. `cache=True` keeps decoded, resized
+    images in memory after the first pass. `deterministic=True` gives the same element order on
+    every run: two datasets built with the same arguments yield the same batches.
+    """
+    info = info_lib.load_dataset_info(dataset_dir)
+    preprocess_lib.check_mode(preprocess_mode)
+    preprocess_lib.check_channels(channels)
+    params = augment_lib.get_policy(augment) if training else None
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if train_examples is not None and train_examples < 1:
+        raise ValueError(f"train_examples must be >= 1, got {train_examples}")
+    files = info_lib.split_files(dataset_dir, split)
+    if not files:
+        raise info_lib.DatasetError(f"split {split!r} of {dataset_dir} has no examples")
+    num_tasks = len(info["tasks"])
+    repeat = training if repeat is None else repeat
+    if balanced and not repeat:
+        raise ValueError("balanced sampling needs a repeated (training) stream")
+
+    num_pipelines, pipeline_id = 1, 0
+    per_replica_batch = batch_size
+    if input_context is not None:
+        num_pipelines = input_context.num_input_pipelines
+        pipeline_id = input_context.input_pipeline_id
+        per_replica_batch = input_context.get_per_replica_batch_size(batch_size)
+
+    if training:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+    shard_records = len(files) < num_pipelines
+    if num_pipelines > 1 and not shard_records:
+        files = files[pipeline_id::num_pipelines]
+    elif shard_records:
+        logging.warning(
+            "%d shards for %d input pipelines in %s: sharding records instead of files",
+            len(files),
+            num_pipelines,
+            dataset_dir,
+        )
+
+    keep_table = None
+    positives = None
+    if train_examples is not None or balanced:
+        scan = scan_labels(info_lib.split_files(dataset_dir, split), num_tasks=num_tasks)
+        chosen = np.arange(len(scan["example_id"]))
+        if train_examples is not None:
+            if train_examples > len(chosen):
+                raise ValueError(
+                    f"train_examples={train_examples} exceeds the {len(chosen)} examples of "
+                    f"split {split!r} in {dataset_dir}"
+                )
+            chosen = select_subset(scan, num_examples=train_examples, seed=seed)
+            keep_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(scan["example_id"][chosen], tf.string),
+                    tf.ones([len(chosen)], tf.int32),
+                ),
+                default_value=0,
+            )
+        is_pos = (scan["mask"][chosen, 0] == 1) & (scan["labels"][chosen, 0] >= 0.5)
+        positives = int(is_pos.sum()), int((~is_pos).sum())
+        if balanced and min(positives) == 0:
+            raise ValueError(
+                f"balanced sampling needs positives and negatives of task "
+                f"{info['tasks'][0]!r}; split {split!r} of {dataset_dir} "
+                f"(subset of {len(chosen)}) has {positives[0]} positives, {positives[1]} others"
+            )
+
+    det = True if not training else deterministic
+    options = tf.data.Options()
+    options.deterministic = det
+
+    def parse(record, file):
+        example = schema.parse_example(record, num_tasks=num_tasks)
+        example["file"] = file
+        return example
+
+    def decode(example):
+        image = decode_lib.checked_decode_unit_float(
+            example["image_bytes"],
+            height=example["height"],
+            width=example["width"],
+            where=_where(example["file"], example["example_id"]),
+        )
+        image = preprocess_lib.prepare_unit(image, image_size=image_size, channels=channels)
+        return {
+            "image": image,
+            "labels": example["labels"],
+            "mask": example["mask"],
+            "example_id": example["example_id"],
+        }
+
+    def stream(keep=None) -> tf.data.Dataset:
+        """Parsed (or, with cache, decoded) examples of this pipeline's files."""
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        if training and not cache:
+            ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        if repeat and not cache:
+            ds = ds.repeat()
+        ds = ds.interleave(
+            lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)),
+            cycle_length=min(len(files), _INTERLEAVE_CYCLE),
+            block_length=1,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=det,
+        )
+        if shard_records:
+            ds = ds.shard(num_pipelines, pipeline_id)
+        ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+        if keep_table is not None:
+            ds = ds.filter(lambda ex: keep_table.lookup(ex["example_id"]) > 0)
+        if keep is not None:
+            ds = ds.filter(keep)
+        if cache:
+            ds = ds.map(decode, num_parallel_calls=AUTOTUNE).cache()
+            if repeat:
+                ds = ds.repeat()
+        if training:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        return ds
+
+    if balanced:
+
+        def is_positive(ex):
+            return tf.logical_and(ex["mask"][0] == 1.0, ex["labels"][0] >= 0.5)
+
+        ds = tf.data.Dataset.sample_from_datasets(
+            [stream(is_positive), stream(lambda ex: tf.logical_not(is_positive(ex)))],
+            weights=[0.5, 0.5],
+            seed=seed,
+        )
+    else:
+        ds = stream()
+    if not cache:
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(per_replica_batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+
+    mode = preprocess_mode
+    if params is not None:
+
+        def augment_and_normalize(index, batch):
+            step_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
+            image = augment_lib.augment_batch(batch["image"], seed=step_seed, params=params)
+            return {**batch, "image": preprocess_lib.normalize(image, mode=mode)}
+
+        ds = ds.enumerate().map(augment_and_normalize, num_parallel_calls=AUTOTUNE)
+    elif mode != "unit":
+        ds = ds.map(
+            lambda b: {**b, "image": preprocess_lib.normalize(b["image"], mode=mode)},
+            num_parallel_calls=AUTOTUNE,
+        )
+    ds = ds.prefetch(AUTOTUNE).with_options(options)
+    logging.info(
+        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s",
+        os.path.basename(os.path.normpath(dataset_dir)),
+        split,
+        len(files),
+        per_replica_batch,
+        training,
+        augment if training else "none",
+        f", subset of {train_examples}" if train_examples else "",
+    )
+    return ds
