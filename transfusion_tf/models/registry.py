@@ -27,6 +27,7 @@ __all__ = [
     "build_backbone",
     "build_model",
     "default_preprocess_mode",
+    "get_spec",
     "get_units",
     "min_image_size",
     "model_units",
@@ -46,6 +47,8 @@ class ModelSpec:
       min_image_size: the smallest input side the architecture accepts.
       source_arch: the keras.applications architecture whose weights it takes (None for CBR).
       paper_count: whether Table 1 of the paper gives its parameter count.
+      transferable_units: how many leading units have counterparts in `source_arch` weights
+        (None: all units); resnet50_slim shares only conv1, block1 and block2 with ResNet50.
     """
 
     name: str
@@ -55,6 +58,7 @@ class ModelSpec:
     min_image_size: int
     source_arch: str | None = None
     paper_count: bool = False
+    transferable_units: int | None = None
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -146,7 +150,15 @@ MODELS.add(
 )
 MODELS.add(
     "resnet50_slim",
-    ModelSpec("resnet50_slim", _slim_backbone, _fixed(_RESNET_UNITS), "caffe", 32, "resnet50"),
+    ModelSpec(
+        "resnet50_slim",
+        _slim_backbone,
+        _fixed(_RESNET_UNITS),
+        "caffe",
+        32,
+        "resnet50",
+        transferable_units=3,
+    ),
 )
 for _name in cbr.CBR_SPECS:
     MODELS.add(
@@ -154,7 +166,8 @@ for _name in cbr.CBR_SPECS:
     )
 
 
-def _spec(name: str) -> ModelSpec:
+def get_spec(name: str) -> ModelSpec:
+    """The `ModelSpec` of registered model `name` (ValueError naming the choices otherwise)."""
     try:
         return MODELS.get(name)
     except KeyError as err:
@@ -170,7 +183,7 @@ def build_backbone(
     width_multiplier: float = 0.5,
 ) -> keras.Model:
     """The registered model `name` without its head: [B, S, S, C] -> [B, S', S', F]."""
-    spec = _spec(name)
+    spec = get_spec(name)
     if widths is not None and name not in cbr.CBR_SPECS:
         raise ValueError(f"widths={list(widths)}: only the CBR models take widths, not {name!r}")
     if channels < 1:
@@ -228,22 +241,22 @@ def build_model(
 
 def min_image_size(name: str) -> int:
     """The smallest input side model `name` accepts."""
-    return _spec(name).min_image_size
+    return get_spec(name).min_image_size
 
 
 def default_preprocess_mode(name: str) -> str:
     """The `preprocess_input` mode matching model `name`'s ImageNet weights ("unit" for CBR)."""
-    return _spec(name).preprocess_mode
+    return get_spec(name).preprocess_mode
 
 
 def model_units(model: keras.Model, name: str) -> list[Unit]:
     """The unit map (SPEC M4) of a built model of registered architecture `name`."""
-    return split_into_units(model, _spec(name).boundaries(model), model_name=name)
+    return split_into_units(model, get_spec(name).boundaries(model), model_name=name)
 
 
 @functools.lru_cache(maxsize=32)
 def _units_cached(name: str, widths: tuple[int, ...] | None) -> tuple[Unit, ...]:
-    spec = _spec(name)
+    spec = get_spec(name)
     model = build_backbone(name, image_size=max(32, spec.min_image_size), widths=widths)
     return tuple(model_units(model, name))
 
@@ -255,6 +268,6 @@ def get_units(name: str, *, widths: Sequence[int] | None = None) -> list[Unit]:
 
 def paper_param_count(name: str) -> int | None:
     """Table 1's parameter count for a CBR model computed from our build; None for others."""
-    if not _spec(name).paper_count:
+    if not get_spec(name).paper_count:
         return None
     return cbr.paper_param_count(name)
