@@ -248,6 +248,10 @@ def fundus_image(
         rad = np.maximum(rng.uniform(*radius, size=count) * px, 0.5)
         _discs(img, _to_px(y, size), _to_px(x, size), rad, color, alpha)
 
+    # Exposure and sensor noise are drawn before the lesions, so with the same generator two
+    # grades differ only where lesions are drawn.
+    gain = rng.uniform(0.75, 1.15)
+    sensor_noise = rng.normal(0.0, 0.015, img.shape).astype(np.float32)
     # Distractors at every grade: pale drusen-like specks and dark pigment dots.
     spots(int(rng.integers(0, 4)), (0.008, 0.016), (0.95, 0.8, 0.5), 0.45)
     spots(int(rng.integers(0, 3)), (0.006, 0.012), (0.35, 0.12, 0.05), 0.5)
@@ -259,10 +263,10 @@ def fundus_image(
         4: (rng.integers(10, 20), rng.integers(6, 12), rng.integers(4, 10), rng.integers(1, 4), 2),
     }[grade]
     n_ma, n_haem, n_exud, n_cws, n_nv = (int(v) for v in lesions)
-    spots(n_ma, (0.008, 0.013), (0.45, 0.04, 0.03), 0.9)
-    spots(n_haem, (0.02, 0.045), (0.42, 0.05, 0.03), 0.8)
-    spots(n_exud, (0.01, 0.022), (0.98, 0.9, 0.45), 0.85, near=macula, spread=0.22)
-    spots(n_cws, (0.03, 0.05), (0.95, 0.9, 0.8), 0.5)
+    spots(n_ma, (0.012, 0.02), (0.45, 0.04, 0.03), 0.9)
+    spots(n_haem, (0.03, 0.06), (0.42, 0.05, 0.03), 0.8)
+    spots(n_exud, (0.015, 0.03), (0.98, 0.9, 0.45), 0.85, near=macula, spread=0.22)
+    spots(n_cws, (0.04, 0.06), (0.95, 0.9, 0.8), 0.5)
     for _ in range(n_nv):
         path = _walk(
             rng,
@@ -275,8 +279,7 @@ def fundus_image(
         )
         _draw_path(img, path, width_px=0.004 * px, color=(0.6, 0.1, 0.08), alpha=0.8)
 
-    img *= rng.uniform(0.75, 1.15)
-    img += rng.normal(0.0, 0.015, img.shape).astype(np.float32)
+    img = img * gain + sensor_noise
     fov = np.clip((0.93 - np.sqrt(r2)) * px, 0.0, 1.0)  # circular field of view, black outside
     img = img * fov[:, :, None] + 0.01
     return _to_uint8(img)

@@ -1,0 +1,174 @@
+"""Tests of the tf.data input pipeline (SPEC D3, R)."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transfusion_tf.data import info as info_lib
+from transfusion_tf.data import pipeline, synthetic, writer
+from transfusion_tf.data.encode import encode_png
+
+
+@pytest.fixture(scope="module")
+def fundus_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("fundus4"))
+    synthetic.write_synthetic_dataset(
+        kind="fundus", output_dir=out, num_examples=80, image_size=24, num_shards=4, seed=3
+    )
+    return out
+
+
+def _build(dataset_dir, **kwargs):
+    args = dict(dataset_dir=dataset_dir, split="train", batch_size=8, image_size=16, channels=3)
+    args.update(kwargs)
+    return pipeline.build_dataset(**args)
+
+
+def _ids(ds, batches):
+    return [i for b in ds.take(batches) for i in b["example_id"].numpy().tolist()]
+
+
+def test_training_batches_shapes(fundus_dir):
+    ds = _build(fundus_dir, training=True, preprocess_mode="torch")
+    batch = next(iter(ds))
+    assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == tf.float32
+    assert batch["labels"].shape == (8, 1) and batch["mask"].shape == (8, 1)
+    assert batch["example_id"].dtype == tf.string
+    assert batch["image"].numpy().min() < 0.0  # torch normalisation applied
+
+
+def test_eval_is_one_ordered_pass_with_partial_batch(fundus_dir):
+    num = info_lib.load_dataset_info(fundus_dir)["splits"]["valid"]["num_examples"]
+    ds = _build(fundus_dir, split="valid", training=False, channels=1, batch_size=6)
+    sizes = [int(b["image"].shape[0]) for b in ds]
+    assert sum(sizes) == num and sizes[-1] == num % 6 or num % 6 == 0
+    assert next(iter(ds))["image"].shape[1:] == (16, 16, 1)
+    assert _ids(ds, 100) == _ids(ds, 100)
+
+
+def test_deterministic_training_order(fundus_dir):
+    a = _build(fundus_dir, training=True, seed=1, deterministic=True)
+    b = _build(fundus_dir, training=True, seed=1, deterministic=True)
+    c = _build(fundus_dir, training=True, seed=2, deterministic=True)
+    ids_a = _ids(a, 12)
+    assert ids_a == _ids(b, 12)
+    assert ids_a != _ids(c, 12)
+    np.testing.assert_array_equal(next(iter(a))["image"].numpy(), next(iter(b))["image"].numpy())
+
+
+def test_input_contexts_see_disjoint_files(fundus_dir):
+    seen = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+        )
+        ds = _build(fundus_dir, split="train", training=False, input_context=context)
+        batch_sizes = {int(b["image"].shape[0]) for b in ds}
+        assert max(batch_sizes) == 4  # per-replica share of the global batch of 8
+        seen.append(set(_ids(ds, 1000)))
+    assert not seen[0] & seen[1]
+    total = info_lib.load_dataset_info(fundus_dir)["splits"]["train"]["num_examples"]
+    assert len(seen[0] | seen[1]) == total
+
+
+def test_train_examples_subset_is_seeded_and_shard_independent(fundus_dir, tmp_path):
+    other = str(tmp_path / "fundus2")
+    synthetic.write_synthetic_dataset(
+        kind="fundus", output_dir=other, num_examples=80, image_size=24, num_shards=2, seed=3
+    )
+    subsets = []
+    for directory in (fundus_dir, other):
+        ds = _build(directory, training=True, train_examples=10, batch_size=5, seed=4)
+        subsets.append(set(_ids(ds, 20)))
+    assert len(subsets[0]) == 10 and subsets[0] == subsets[1]
+    ds = _build(fundus_dir, training=True, train_examples=10, batch_size=5, seed=5)
+    assert set(_ids(ds, 20)) != subsets[0]
+
+
+def test_balanced_sampling_ratio(tmp_path):
+    out = str(tmp_path / "natural")
+    synthetic.write_synthetic_dataset(kind="natural", output_dir=out, num_examples=60, image_size=8)
+    info = info_lib.load_dataset_info(out)["splits"]["train"]
+    assert info["positives"]["circle_solid"] / info["num_examples"] < 0.15  # 1 of 12 classes
+    ds = _build(out, training=True, balanced=True, batch_size=50, augment="none", image_size=8)
+    labels = np.concatenate([b["labels"].numpy()[:, 0] for b in ds.take(8)])
+    assert abs(labels.mean() - 0.5) < 0.08
+
+
+def test_augmentation_changes_images_and_is_seeded(fundus_dir):
+    kwargs = dict(training=True, seed=7, deterministic=True, shuffle_buffer=1)
+    plain = next(iter(_build(fundus_dir, augment="none", **kwargs)))
+    aug1 = next(iter(_build(fundus_dir, augment="default", **kwargs)))
+    aug2 = next(iter(_build(fundus_dir, augment="default", **kwargs)))
+    assert plain["example_id"].numpy().tolist() == aug1["example_id"].numpy().tolist()
+    assert aug1["image"].shape == plain["image"].shape
+    assert not np.allclose(aug1["image"].numpy(), plain["image"].numpy())
+    np.testing.assert_array_equal(aug1["image"].numpy(), aug2["image"].numpy())
+
+
+def test_cache_gives_the_same_eval_images(fundus_dir):
+    a = _build(fundus_dir, split="test", training=False, cache=True)
+    b = _build(fundus_dir, split="test", training=False)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x["image"].numpy(), y["image"].numpy())
+
+
+def test_bad_inputs(fundus_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing_dir"):
+        _build(str(tmp_path / "missing_dir"), training=False)
+    with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+        _build(str(tmp_path), training=False)
+    with pytest.raises(ValueError, match="unknown preprocess mode 'bgr'"):
+        _build(fundus_dir, training=False, preprocess_mode="bgr")
+    with pytest.raises(ValueError, match="unknown augmentation 'heavy'"):
+        _build(fundus_dir, training=True, augment="heavy")
+    with pytest.raises(ValueError, match="train_examples=1000 exceeds"):
+        _build(fundus_dir, training=True, train_examples=1000)
+    with pytest.raises(info_lib.DatasetError, match="split 'holdout' not in"):
+        _build(fundus_dir, split="holdout", training=False)
+
+
+def test_empty_split_and_single_class_balanced(tmp_path):
+    out = str(tmp_path / "nodata")
+    synthetic.write_synthetic_dataset(
+        kind="natural", output_dir=out, num_examples=6, image_size=8, test_fraction=0.0
+    )
+    with pytest.raises(info_lib.DatasetError, match="split 'test' of .*nodata has no examples"):
+        _build(out, split="test", training=False)
+    # natural class 0 ("circle_solid") holds indices 0, 12, ...: one positive among 6 at most.
+    with pytest.raises(ValueError, match="balanced sampling needs positives and negatives"):
+        _build(out, split="valid", training=True, balanced=True)
+
+
+def test_corrupt_image_error_names_file_and_example(tmp_path):
+    good = encode_png(np.zeros((8, 8, 3), np.uint8))
+    examples = [
+        dict(
+            image_bytes=good if i != 2 else good[: len(good) // 2],
+            height=8,
+            width=8,
+            channels=3,
+            example_id=f"scan{i}",
+            patient_id=f"p{i}",
+            labels=[0.0],
+            mask=[1.0],
+        )
+        for i in range(4)
+    ]
+    writer.write_dataset(
+        output_dir=str(tmp_path),
+        examples_by_split={"train": examples},
+        tasks=["t"],
+        source_format="test",
+        label_policy="exact",
+        image_encoding="png",
+        num_shards=1,
+    )
+    ds = _build(str(tmp_path), training=False, batch_size=2)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        list(ds)
+    message = str(err.value)
+    assert "scan2" in message
+    assert os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord") in message

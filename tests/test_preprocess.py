@@ -1,0 +1,111 @@
+"""Tests of the shared preprocessing and of the batch augmentation (SPEC D3)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras.applications import imagenet_utils
+
+from transfusion_tf.data import augment, decode, preprocess
+from transfusion_tf.data.encode import encode_png
+
+
+def _rgb(size=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
+def test_modes_equal_keras_preprocess_input(mode):
+    image = _rgb()
+    ours = preprocess.preprocess_image(tf.constant(image), image_size=8, channels=3, mode=mode)
+    keras_out = imagenet_utils.preprocess_input(image.astype(np.float32), mode=mode)
+    np.testing.assert_allclose(ours.numpy(), keras_out, rtol=1e-5, atol=1e-4)
+
+
+def test_unit_mode_scales_by_dtype_max():
+    image16 = np.array([[0, 32768, 65535]], np.uint16)[..., None]
+    out = preprocess.preprocess_image(tf.constant(image16), image_size=3, channels=1, mode="unit")
+    # A 1x3 image squashed to 3x3: every row equals the input row.
+    np.testing.assert_allclose(out.numpy()[1, :, 0], [0.0, 32768 / 65535, 1.0], atol=1e-3)
+    image8 = np.full((4, 4, 1), 255, np.uint8)
+    out8 = preprocess.preprocess_image(tf.constant(image8), image_size=4, channels=1, mode="unit")
+    np.testing.assert_allclose(out8.numpy(), 1.0)
+
+
+def test_gray_to_rgb_rgb_to_gray_and_alpha():
+    gray = np.random.default_rng(1).integers(0, 256, (6, 6, 1), dtype=np.uint8)
+    rgb = preprocess.preprocess_image(tf.constant(gray), image_size=6, channels=3, mode="unit")
+    np.testing.assert_allclose(rgb.numpy(), np.repeat(gray / 255.0, 3, axis=-1), atol=1e-6)
+    color = _rgb(6)
+    g = preprocess.preprocess_image(tf.constant(color), image_size=6, channels=1, mode="unit")
+    luma = color @ np.array([0.2989, 0.587, 0.114]) / 255.0
+    np.testing.assert_allclose(g.numpy()[..., 0], luma, atol=2e-3)
+    rgba = np.concatenate([color, np.zeros((6, 6, 1), np.uint8)], -1)
+    no_alpha = preprocess.preprocess_image(tf.constant(rgba), image_size=6, channels=3, mode="tf")
+    with_rgb = preprocess.preprocess_image(tf.constant(color), image_size=6, channels=3, mode="tf")
+    np.testing.assert_allclose(no_alpha.numpy(), with_rgb.numpy())
+
+
+def test_one_channel_modes_use_mean_imagenet_statistics():
+    gray = np.full((2, 2, 1), 100, np.uint8)
+    caffe = preprocess.preprocess_image(tf.constant(gray), image_size=2, channels=1, mode="caffe")
+    np.testing.assert_allclose(caffe.numpy(), 100 - np.mean([103.939, 116.779, 123.68]), atol=1e-4)
+    torch = preprocess.preprocess_image(tf.constant(gray), image_size=2, channels=1, mode="torch")
+    expected = (100 / 255 - np.mean([0.485, 0.456, 0.406])) / np.mean([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(torch.numpy(), expected, atol=1e-5)
+
+
+def test_resize_and_decode_and_preprocess_agree():
+    image = _rgb(20, seed=3)
+    direct = preprocess.preprocess_image(tf.constant(image), image_size=12, channels=3, mode="tf")
+    assert direct.shape == (12, 12, 3) and direct.dtype == tf.float32
+    fn = tf.function(
+        lambda b: preprocess.decode_and_preprocess(b, image_size=12, channels=3, mode="tf")
+    )
+    from_bytes = fn(tf.constant(encode_png(image)))
+    np.testing.assert_allclose(from_bytes.numpy(), direct.numpy(), atol=1e-5)
+    decoded = decode.decode_image(encode_png(image))
+    np.testing.assert_array_equal(decoded.numpy(), image)
+
+
+def test_bad_mode_and_channels():
+    image = tf.zeros([4, 4, 3], tf.uint8)
+    with pytest.raises(ValueError, match="unknown preprocess mode 'imagenet'"):
+        preprocess.preprocess_image(image, image_size=4, channels=3, mode="imagenet")
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        preprocess.preprocess_image(image, image_size=4, channels=2, mode="unit")
+
+
+def _batch(n=4, size=16):
+    rng = np.random.default_rng(5)
+    return tf.constant(rng.uniform(0, 1, (n, size, size, 3)).astype(np.float32))
+
+
+def test_augment_is_seeded_and_keeps_shape_and_range():
+    images = _batch()
+    a = augment.augment_batch(images, seed=tf.constant([1, 2]))
+    b = augment.augment_batch(images, seed=tf.constant([1, 2]))
+    c = augment.augment_batch(images, seed=tf.constant([1, 3]))
+    assert a.shape == images.shape
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.allclose(a.numpy(), c.numpy())
+    assert not np.allclose(a.numpy(), images.numpy())
+    assert a.numpy().min() >= 0.0 and a.numpy().max() <= 1.0
+
+
+def test_flip_policy_mirrors_exactly():
+    images = _batch(n=16)
+    params = augment.get_policy("flip")
+    out = augment.augment_batch(images, seed=tf.constant([0, 7]), params=params).numpy()
+    flipped = 0
+    for original, result in zip(images.numpy(), out, strict=True):
+        if np.allclose(result, original[:, ::-1], atol=1e-5):
+            flipped += 1
+        else:
+            np.testing.assert_allclose(result, original, atol=1e-5)
+    assert 0 < flipped < 16
+
+
+def test_unknown_augmentation():
+    assert augment.get_policy("none") is None
+    with pytest.raises(ValueError, match="unknown augmentation 'randaugment'"):
+        augment.get_policy("randaugment")
