@@ -8,13 +8,14 @@ of the `arrays` mode. Each writes one PNG and returns its path.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from transfusion_tf.training import summaries as summaries_lib
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -105,38 +106,18 @@ def plot_init_final_scatter(
     return _save(fig, path)
 
 
-def filter_grid(kernel: np.ndarray, *, max_filters: int = 64) -> np.ndarray:
-    """Tiles conv filters [kh, kw, in, out] into one image [rows*(kh+1), cols*(kw+1), 3] in [0, 1].
-
-    Each filter is min-max scaled on its own; 3 input channels are shown as RGB, otherwise the
-    mean over input channels as gray. At most `max_filters` filters (the first ones).
-    """
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.ndim != 4:
-        raise ValueError(f"conv kernel must be [kh, kw, in, out], got shape {kernel.shape}")
-    kh, kw, cin, cout = kernel.shape
-    count = min(cout, max_filters)
-    cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    grid = np.ones((rows * (kh + 1), cols * (kw + 1), 3))
-    for i in range(count):
-        f = kernel[..., i]
-        f = f if cin == 3 else np.repeat(f.mean(axis=-1, keepdims=True), 3, axis=-1)
-        lo, hi = f.min(), f.max()
-        f = (f - lo) / (hi - lo) if hi > lo else np.full_like(f, 0.5)
-        r, c = divmod(i, cols)
-        grid[r * (kh + 1) : r * (kh + 1) + kh, c * (kw + 1) : c * (kw + 1) + kw] = f
-    return grid
-
-
 def plot_filter_grids(
     kernels: Mapping[str, np.ndarray], path: str, *, title: str, max_filters: int = 64
 ) -> str:
-    """Fig. 5: conv1 filter grids side by side (e.g. {"init": k0, "final": k1})."""
+    """Fig. 5: conv1 filter grids side by side (e.g. {"init": k0, "final": k1}).
+
+    Kernels are [kh, kw, in, out]; the tiling is the one the trainer's TensorBoard images use.
+    """
     fig = Figure(figsize=(4.2 * len(kernels), 4.6))
     axes = np.atleast_1d(fig.subplots(1, len(kernels)))
     for ax, (label, kernel) in zip(axes, kernels.items(), strict=True):
-        ax.imshow(filter_grid(kernel, max_filters=max_filters), interpolation="nearest")
+        grid = summaries_lib.filter_grid(kernel, max_filters=max_filters, scale=1)[0]
+        ax.imshow(grid, interpolation="nearest")
         ax.set_title(label)
         ax.axis("off")
     fig.suptitle(title)

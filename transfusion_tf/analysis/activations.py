@@ -1,0 +1,281 @@
+"""Unit activations of trained runs (SPEC A3), streamed into similarity accumulators.
+
+A run is a workdir of `transfusion-train`: `config.json` names the model, and
+`weights/{init,final,best}.weights.h5` hold its weights at step 0, at the end, and at the best
+validation AUC. `load_run` rebuilds the model with `models.build_model` and loads one of them;
+`UnitExtractor` maps images [batch, S, S, C] to every unit's representative output layer (SPEC
+M4). `pairwise_unit_similarity` runs several loaded models over the same fixed images and, for
+each requested pair of models and each unit, accumulates the co-moments of the two activation
+sets batch by batch (memory independent of the number of datapoints).
+
+Conv maps [batch, h, w, c] become datapoints by the conv policy:
+- "positions": every (image, position) is a datapoint (the SVCCA authors' treatment), with at
+  most `max_positions` positions per image drawn by a generator seeded with (seed, image index),
+  so both models of a pair see the same positions;
+- "pool": global average pooling, one datapoint per image.
+Maps of different spatial size are resized (area averaging) to the smaller size first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfusion_tf import config as config_lib
+from transfusion_tf.analysis.streaming import CovarianceAccumulator
+
+CONFIG_FILE = "config.json"
+WEIGHTS = {
+    "init": os.path.join("weights", "init.weights.h5"),
+    "final": os.path.join("weights", "final.weights.h5"),
+    "best": os.path.join("weights", "best.weights.h5"),
+}
+CONV_POLICIES = ("positions", "pool")
+
+
+class WorkdirError(ValueError):
+    """A workdir lacks what an analysis needs (config.json, a weights file, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSpec:
+    """Which datapoints the activations are taken on.
+
+    split: dataset split; num_examples: the first N examples of the split in file order (fixed
+    across runs); batch_size: images per forward pass; conv_policy: "positions" or "pool";
+    max_positions: cap of positions per image for "positions"; seed: position subsampling seed.
+    """
+
+    split: str = "valid"
+    num_examples: int = 256
+    batch_size: int = 32
+    conv_policy: str = "positions"
+    max_positions: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.conv_policy not in CONV_POLICIES:
+            raise ValueError(
+                f"conv_policy={self.conv_policy!r}: choose one of {', '.join(CONV_POLICIES)}"
+            )
+        for name in ("num_examples", "batch_size", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+
+def read_run_config(workdir: str) -> config_lib.RunConfig:
+    """The RunConfig in `<workdir>/config.json`; WorkdirError naming the path if absent/bad."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise WorkdirError(f"{path} not found: {workdir!r} is not a transfusion-train workdir")
+    try:
+        with open(path) as f:
+            return config_lib.RunConfig.from_json(f.read())
+    except (ValueError, TypeError) as err:
+        raise WorkdirError(f"{path}: not a valid run config ({err})") from err
+
+
+def weights_file(workdir: str, which: str) -> str:
+    """Path of the `which` ("init", "final", "best") weights; WorkdirError if missing."""
+    if which not in WEIGHTS:
+        raise ValueError(f"weights={which!r}: choose one of {', '.join(WEIGHTS)}")
+    path = os.path.join(workdir, WEIGHTS[which])
+    if not os.path.isfile(path):
+        raise WorkdirError(
+            f"{path} not found: workdir {workdir!r} has no {which} weights "
+            "(has its training run finished?)"
+        )
+    return path
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run's model with one set of weights loaded, and its unit map."""
+
+    workdir: str
+    which: str
+    config: config_lib.RunConfig
+    model: keras.Model
+    units: list  # list[models.Unit]
+
+    @property
+    def label(self) -> str:
+        return f"{os.path.basename(os.path.normpath(self.workdir))}:{self.which}"
+
+
+def build_run_model(cfg: config_lib.RunConfig) -> keras.Model:
+    """The model a RunConfig describes (as the trainer builds it), randomly initialised."""
+    from transfusion_tf.models import registry as model_registry
+
+    m = cfg.model
+    return model_registry.build_model(
+        m.name,
+        num_tasks=m.num_tasks,
+        image_size=m.image_size,
+        channels=m.channels,
+        widths=m.widths,
+        width_multiplier=m.width_multiplier,
+    )
+
+
+def load_run(workdir: str, *, which: str = "final") -> LoadedRun:
+    """Rebuilds a workdir's model from config.json and loads its `which` weights."""
+    from transfusion_tf.models import registry as model_registry
+
+    cfg = read_run_config(workdir)
+    path = weights_file(workdir, which)
+    model = build_run_model(cfg)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as err:
+        raise WorkdirError(f"{path}: cannot load into {cfg.model.name} ({err})") from err
+    units = model_registry.model_units(model, cfg.model.name)
+    return LoadedRun(workdir=workdir, which=which, config=cfg, model=model, units=units)
+
+
+class UnitExtractor:
+    """Maps images [B, S, S, C] to {unit name: output [B, h, w, c] or [B, c]} of one model."""
+
+    def __init__(self, run: LoadedRun, unit_names: Sequence[str]) -> None:
+        by_name = {u.name: u for u in run.units}
+        missing = [n for n in unit_names if n not in by_name]
+        if missing:
+            raise ValueError(
+                f"{run.label}: unknown units {missing}; the model has {', '.join(by_name)}"
+            )
+        self.unit_names = list(unit_names)
+        outputs = [run.model.get_layer(by_name[n].output_layer).output for n in unit_names]
+        self._model = keras.Model(run.model.input, outputs)
+        self._call = tf.function(lambda images: self._model(images, training=False))
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self._call(tf.convert_to_tensor(images, tf.float32))
+        return {
+            n: np.asarray(o, dtype=np.float64)
+            for n, o in zip(self.unit_names, outputs, strict=True)
+        }
+
+
+def dataset_images(
+    *, dataset_dir: str, spec: ActivationSpec, image_size: int, channels: int, preprocess_mode: str
+) -> Iterator[np.ndarray]:
+    """The first `spec.num_examples` images of a split, preprocessed, in fixed order.
+
+    Yields float32 [b, image_size, image_size, channels] batches (the last may be smaller).
+    """
+    from transfusion_tf.data import pipeline
+
+    ds = pipeline.build_dataset(
+        dataset_dir=dataset_dir,
+        split=spec.split,
+        batch_size=spec.batch_size,
+        image_size=image_size,
+        channels=channels,
+        preprocess_mode=preprocess_mode,
+        training=False,
+        deterministic=True,
+    )
+    remaining = spec.num_examples
+    for batch in ds:
+        images = batch["image"].numpy()[:remaining]
+        remaining -= images.shape[0]
+        yield images
+        if remaining <= 0:
+            break
+    if remaining > 0:
+        logging.warning(
+            "split %r of %s has only %d examples; using all of them instead of %d",
+            spec.split,
+            dataset_dir,
+            spec.num_examples - remaining,
+            spec.num_examples,
+        )
+
+
+def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if maps.shape[1:3] == size:
+        return maps
+    return tf.image.resize(maps, size, method="area").numpy().astype(np.float64)
+
+
+def position_indices(*, seed: int, image_index: int, positions: int, cap: int) -> np.ndarray:
+    """Sorted positions kept for one image: all if positions <= cap, else a seeded subset."""
+    if positions <= cap:
+        return np.arange(positions)
+    rng = np.random.default_rng([seed, image_index])
+    return np.sort(rng.choice(positions, size=cap, replace=False))
+
+
+def paired_datapoints(
+    a: np.ndarray, b: np.ndarray, *, spec: ActivationSpec, first_image: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turns one batch of two models' unit outputs into matched datapoints [rows, features].
+
+    a, b: [B, h, w, c] conv maps or [B, c] vectors for the same B images (image `first_image`
+    onwards of the fixed set). Returns x [rows, c_a], y [rows, c_b] with the same rows.
+    """
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"batches differ in size: {a.shape[0]} and {b.shape[0]}")
+    if a.ndim == 2 and b.ndim == 2:
+        return a, b
+    if a.ndim != b.ndim or a.ndim != 4:
+        raise ValueError(f"cannot pair activations of shapes {a.shape} and {b.shape}")
+    if spec.conv_policy == "pool":
+        return a.mean(axis=(1, 2)), b.mean(axis=(1, 2))
+    size = (min(a.shape[1], b.shape[1]), min(a.shape[2], b.shape[2]))
+    a, b = _resize(a, size), _resize(b, size)
+    batch, positions = a.shape[0], size[0] * size[1]
+    a = a.reshape(batch, positions, -1)
+    b = b.reshape(batch, positions, -1)
+    xs, ys = [], []
+    for i in range(batch):
+        keep = position_indices(
+            seed=spec.seed, image_index=first_image + i, positions=positions, cap=spec.max_positions
+        )
+        xs.append(a[i, keep])
+        ys.append(b[i, keep])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def pairwise_unit_similarity(
+    runs: Sequence[LoadedRun],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    images: Iterable[np.ndarray],
+    unit_names: Sequence[str],
+    spec: ActivationSpec,
+) -> dict[tuple[int, int], dict[str, CovarianceAccumulator]]:
+    """Accumulates, for each pair (i, j) of `runs` and each unit, the co-moments of activations.
+
+    Every model runs once per image batch; the returned accumulators give CCA, SVCCA, PWCCA and
+    linear CKA of run i's unit output (first argument) vs run j's.
+    """
+    needed = sorted({k for pair in pairs for k in pair})
+    extractors = {k: UnitExtractor(runs[k], unit_names) for k in needed}
+    accumulators: dict[tuple[int, int], dict[str, CovarianceAccumulator]] = {
+        tuple(p): {} for p in pairs
+    }
+    seen = 0
+    for batch in images:
+        outputs = {k: extractors[k](batch) for k in needed}
+        for i, j in pairs:
+            for unit in unit_names:
+                x, y = paired_datapoints(
+                    outputs[i][unit], outputs[j][unit], spec=spec, first_image=seen
+                )
+                acc = accumulators[(i, j)].get(unit)
+                if acc is None:
+                    acc = CovarianceAccumulator(x.shape[1], y.shape[1])
+                    accumulators[(i, j)][unit] = acc
+                acc.update(x, y)
+        seen += batch.shape[0]
+    if seen == 0:
+        raise ValueError("no images: the dataset split is empty")
+    logging.info("accumulated activations of %d images for %d pairs", seen, len(pairs))
+    return accumulators
