@@ -75,6 +75,7 @@ flags.DEFINE_bool("deterministic", False, "Op determinism + deterministic input 
 def config_from_flags() -> config.RunConfig:
     """The RunConfig the flags describe; `num_tasks` comes from the dataset's task list."""
     from transfusion_tf.data import info as info_lib
+    from transfusion_tf.init import registry as init_registry
 
     if not FLAGS.dataset_dir:
         raise ValueError("--dataset_dir is required")
@@ -86,6 +87,19 @@ def config_from_flags() -> config.RunConfig:
         raise FileNotFoundError(f"--dataset_dir: {err}") from None
     num_tasks = len(info["tasks"])
     thresholds = common.parse_floats("auc_thresholds", FLAGS.auc_thresholds) or ()
+    init = config.InitConfig(
+        name=FLAGS.init,
+        source_weights=FLAGS.source_weights,
+        stats_file=FLAGS.stats_file,
+        transfuse_upto=FLAGS.transfuse_upto,
+        upper_init=FLAGS.upper_init,
+        bn_policy=FLAGS.bn_policy,
+        gray_policy=FLAGS.gray_policy,
+        random_initializer=FLAGS.random_initializer,
+        seed=FLAGS.seed,
+    )
+    # Gray data with an RGB source is fed as RGB unless --gray_policy=sum (SPEC I2).
+    model_channels = init_registry.input_channels(data_channels=FLAGS.channels, init=init)
     return config.RunConfig(
         data=config.DataConfig(
             dataset_dir=FLAGS.dataset_dir,
@@ -104,21 +118,11 @@ def config_from_flags() -> config.RunConfig:
             name=FLAGS.model,
             num_tasks=num_tasks,
             image_size=FLAGS.image_size,
-            channels=FLAGS.channels,
+            channels=model_channels,
             widths=common.parse_ints("widths", FLAGS.widths),
             width_multiplier=FLAGS.width_multiplier,
         ),
-        init=config.InitConfig(
-            name=FLAGS.init,
-            source_weights=FLAGS.source_weights,
-            stats_file=FLAGS.stats_file,
-            transfuse_upto=FLAGS.transfuse_upto,
-            upper_init=FLAGS.upper_init,
-            bn_policy=FLAGS.bn_policy,
-            gray_policy=FLAGS.gray_policy,
-            random_initializer=FLAGS.random_initializer,
-            seed=FLAGS.seed,
-        ),
+        init=init,
         train=config.TrainConfig(
             workdir=FLAGS.workdir,
             optimizer=FLAGS.optimizer,

@@ -75,6 +75,7 @@ def validate_config(cfg: config_lib.RunConfig) -> None:
             f"--init={cfg.init.name!r} is unknown; choose one of: "
             + ", ".join(init_registry.INITS.names())
         )
+    init_registry.validate_init_config(cfg.init)
     if not cfg.train.workdir:
         raise ValueError("--workdir is required")
     if not cfg.data.dataset_dir:
@@ -284,7 +285,7 @@ class _Run:
                 split="train",
                 batch_size=data.batch_size,
                 image_size=data.image_size,
-                channels=data.channels,
+                channels=cfg.model.channels,
                 preprocess_mode=self.preprocess_mode,
                 training=True,
                 seed=data.seed + start_step,
@@ -303,7 +304,7 @@ class _Run:
             split="valid",
             batch_size=data.batch_size,
             image_size=data.image_size,
-            channels=data.channels,
+            channels=cfg.model.channels,
             preprocess_mode=self.preprocess_mode,
             training=False,
             seed=data.seed,

@@ -1,0 +1,212 @@
+"""`transfusion-train` end to end through its CLI: every init strategy, ResNet50, mirrored,
+bad flags, NaN loss, a finished workdir, a conflicting workdir and determinism.
+
+All CLI invocations of this module run in one subprocess (TensorFlow imported once) through
+the CLI's `main`, exactly as the console script calls it; one more test runs the real console
+entry point for its exit status.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import test_train_helpers as helpers
+
+WORKDIR_FILES = (
+    "config.json",
+    "init_report.json",
+    "eval_history.jsonl",
+    "results.json",
+    "weights/init.weights.h5",
+    "weights/final.weights.h5",
+    "weights/best.weights.h5",
+    "checkpoints/checkpoint",
+    "tensorboard",
+)
+RESULT_KEYS = (
+    "final_auc",
+    "final_auc_mean",
+    "best_auc_mean",
+    "best_step",
+    "steps_to_threshold",
+    "examples_per_second",
+    "wall_seconds",
+    "versions",
+    "seed",
+    "source_sha256",
+    "model",
+    "init",
+    "tasks",
+    "train_steps",
+)
+INITS = {
+    "imagenet": [],
+    "meanvar": ["--bn_policy=identity"],
+    "transfusion": ["--transfuse_upto=conv1"],
+    "gabor": [],
+}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Runs every CLI invocation of this module in one subprocess; returns name -> record."""
+    data = helpers.tiny_dataset(tmp_path_factory)
+    root = tmp_path_factory.mktemp("train_cli")
+    src = str(root / "random")
+
+    def flags(name, *extra):
+        return helpers.train_flags(data, str(root / name), *extra)
+
+    runs = {
+        "random": flags("random", "--init=random", "--auc_thresholds=0.01,0.999"),
+        "random_again": flags("random", "--init=random", "--auc_thresholds=0.01,0.999"),
+        "conflict": flags("random", "--init=random", "--learning_rate=0.2"),
+    }
+    for init, extra in INITS.items():
+        source = [] if init == "gabor" else [f"--source_weights={src}"]
+        runs[init] = flags(init, f"--init={init}", *source, *extra)
+    runs["mirrored"] = flags("mirrored", "--strategy=mirrored", "--train_steps=2")
+    runs["resnet50"] = [
+        f"--dataset_dir={data}",
+        f"--workdir={root / 'resnet50'}",
+        "--model=resnet50",
+        "--image_size=32",
+        "--batch_size=4",
+        "--train_steps=1",
+        "--eval_every_steps=1",
+        "--steps_per_loop=1",
+        "--optimizer=adam",
+        "--learning_rate=0.001",
+    ]
+    runs.update(
+        bad_model=flags("bad_model", "--model=cbr_huge"),
+        bad_init=flags("bad_init", "--init=imagenet_plus"),
+        bad_dataset=helpers.train_flags(str(root / "no_such_dataset"), str(root / "x")),
+        bad_batch=flags("bad_batch", "--strategy=mirrored", "--batch_size=3"),
+        bad_steps=flags("bad_steps", "--train_steps=0"),
+        bad_schedule=flags("bad_schedule", "--lr_schedule=linear"),
+        bad_widths=flags("bad_widths", "--widths=8,wide"),
+        bad_source=flags("bad_source", "--init=imagenet", f"--source_weights={root / 'none'}"),
+        nan=flags("nan", "--learning_rate=1e30", "--optimizer=sgd", "--train_steps=6"),
+        det_a=flags("det_a", "--deterministic", "--seed=3"),
+        det_b=flags("det_b", "--deterministic", "--seed=3"),
+    )
+    records = helpers.run_cli_batch("train", list(runs.values()), two_cpu_devices=True)
+    return {"root": root, "data": data, **dict(zip(runs, records, strict=True))}
+
+
+def _results(batch, name):
+    rec = batch[name]
+    assert rec["ok"], rec["error"]
+    with open(batch["root"] / name / "results.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("init", ["random", *INITS])
+def test_each_init_trains_and_fills_the_workdir(batch, init):
+    results = _results(batch, init)
+    workdir = batch["root"] / init
+    for name in WORKDIR_FILES:
+        assert (workdir / name).exists(), name
+    assert set(RESULT_KEYS) <= set(results)
+    assert results["train_steps"] == 4 and results["init"] == init
+    assert results["tasks"] == ["referable_dr"]
+    history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [2, 4]
+    for record in history:
+        assert {"step", "auc", "auc_mean", "auprc", "auprc_mean", "loss"} <= set(record)
+        assert 0.0 <= record["auc_mean"] <= 1.0
+    assert results["final_auc_mean"] == history[-1]["auc_mean"]
+    assert results["best_auc_mean"] == max(r["auc_mean"] for r in history)
+    report = json.loads((workdir / "init_report.json").read_text())
+    hows = {row["how"] for row in report["rows"]}
+    assert "new_head" in hows
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["init"]["name"] == init and config["model"]["widths"] == [8, 16]
+    if init == "random":
+        assert results["steps_to_threshold"]["0.01"] == 2
+        assert results["steps_to_threshold"]["0.999"] is None
+    if init in ("imagenet", "transfusion", "meanvar"):
+        assert results["source_sha256"] and len(results["source_sha256"]) == 64
+        assert {"copied", "meanvar"} & hows
+
+
+@pytest.mark.slow
+def test_resnet50_one_step(batch):
+    results = _results(batch, "resnet50")
+    assert results["train_steps"] == 1 and results["model"] == "resnet50"
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus(batch):
+    results = _results(batch, "mirrored")
+    assert results["strategy"] == "mirrored" and results["num_replicas"] == 2
+    assert results["train_steps"] == 2
+    assert 0.0 <= results["final_auc_mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_finished_workdir_is_reported_not_retrained(batch):
+    first = _results(batch, "random")
+    again = batch["random_again"]
+    assert again["ok"], again["error"]
+    assert json.loads(again["stdout"])["final_auc_mean"] == first["final_auc_mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("conflict", "--workdir="),
+        ("bad_model", "--model='cbr_huge'"),
+        ("bad_init", "--init='imagenet_plus'"),
+        ("bad_dataset", "--dataset_dir"),
+        ("bad_batch", "--batch_size=3"),
+        ("bad_steps", "--train_steps"),
+        ("bad_schedule", "--lr_schedule"),
+        ("bad_widths", "--widths"),
+        ("bad_source", "none"),
+    ],
+)
+def test_bad_flags_are_usage_errors_naming_the_flag(batch, name, needle):
+    rec = batch[name]
+    assert not rec["ok"]
+    assert rec["error"].startswith(("UsageError", "FlagError")), rec["error"]
+    assert needle in rec["error"]
+    assert "Traceback" not in rec["error"]
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_clear_message(batch):
+    rec = batch["nan"]
+    assert rec["exit_code"] == 1
+    assert "training loss became nan" in rec["error"].lower() or "inf" in rec["error"]
+    assert not (batch["root"] / "nan" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_deterministic_runs_give_identical_weights(batch):
+    from transfusion_tf.training import trainer
+
+    _results(batch, "det_a")
+    _results(batch, "det_b")
+    _, a = trainer.load_run_model(str(batch["root"] / "det_a"))
+    _, b = trainer.load_run_model(str(batch["root"] / "det_b"))
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+    _, init = trainer.load_run_model(str(batch["root"] / "det_a"), weights="init")
+    assert any(
+        not np.array_equal(wa.numpy(), wi.numpy())
+        for wa, wi in zip(a.weights, init.weights, strict=True)
+    )
+
+
+@pytest.mark.slow
+def test_console_entry_point_exits_nonzero_without_traceback(tmp_path):
+    proc = helpers.run_cli("train", ["--dataset_dir", str(tmp_path / "missing"), "--workdir", "w"])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "--dataset_dir" in err and "Traceback" not in err
+    assert not os.path.exists("w")

@@ -1,0 +1,172 @@
+"""Shared helpers of the training-side tests: one tiny dataset, one tiny run, CLI drivers.
+
+Not a test module of its own (it holds no tests); the training tests import it. Everything is
+cached under the pytest worker's base temp directory, so each worker builds it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+CLI_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "CUDA_VISIBLE_DEVICES": "",
+    "MPLBACKEND": "Agg",
+    "PYTHONUNBUFFERED": "1",
+}
+TINY_WIDTHS = "8,16"
+IMAGE_SIZE = 32
+
+# Runs several CLI invocations in ONE Python process (TensorFlow is imported once): for each
+# argv the absl flags are reset and parsed, then the CLI's `main(argv)` runs exactly as
+# `app.run` would call it. Usage errors and exits are caught and reported per invocation.
+_DRIVER = r"""
+import json, sys, io, contextlib, traceback
+if sys.argv[2] == "1":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import importlib
+from absl import app, flags
+module = importlib.import_module("transfusion_tf.cli." + sys.argv[1])
+for line in sys.stdin:
+    argv = json.loads(line)
+    flags.FLAGS.unparse_flags()
+    out, err = io.StringIO(), io.StringIO()
+    rec = {"argv": argv, "ok": True, "error": None, "exit_code": 0}
+    try:
+        remaining = flags.FLAGS(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            module.main(remaining)
+    except app.UsageError as e:
+        rec.update(ok=False, error="UsageError: " + str(e), exit_code=1)
+    except flags.Error as e:
+        rec.update(ok=False, error="FlagError: " + str(e), exit_code=1)
+    except SystemExit as e:
+        rec.update(ok=e.code in (0, None), error=err.getvalue(), exit_code=e.code)
+    except Exception:
+        rec.update(ok=False, error=traceback.format_exc(), exit_code=99)
+    rec["stdout"] = out.getvalue()
+    print("DRIVER " + json.dumps(rec), flush=True)
+"""
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess."""
+    out = dict(os.environ)
+    out.update(CLI_ENV)
+    out.update(extra)
+    return out
+
+
+def run_cli_batch(
+    module: str,
+    argvs: list[list[str]],
+    *,
+    two_cpu_devices: bool = False,
+    timeout: float = 600,
+) -> list[dict]:
+    """Runs `transfusion_tf.cli.<module>.main` for each argv (flags without program name)."""
+    stdin = "".join(json.dumps([f"transfusion-{module}", *a]) + "\n" for a in argvs)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, module, "1" if two_cpu_devices else "0"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=timeout,
+    )
+    records = [
+        json.loads(line[len("DRIVER ") :])
+        for line in proc.stdout.splitlines()
+        if line.startswith("DRIVER ")
+    ]
+    assert len(records) == len(argvs), proc.stderr[-4000:]
+    return records
+
+
+def run_cli(module: str, args: list[str], *, timeout: float = 600, **popen) -> subprocess.Popen:
+    """Starts the real console entry point (`python -m transfusion_tf.cli.<module>`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"transfusion_tf.cli.{module}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        **popen,
+    )
+
+
+def tiny_dataset(tmp_path_factory, kind: str = "fundus", num_examples: int = 48) -> str:
+    """A tiny synthetic dataset (32 px), written once per test worker."""
+    from transfusion_tf.data import synthetic
+
+    path = os.path.join(tmp_path_factory.getbasetemp(), f"train_tiny_{kind}_{num_examples}")
+    if not os.path.exists(os.path.join(path, "dataset_info.json")):
+        synthetic.write_synthetic_dataset(
+            kind=kind,
+            output_dir=path,
+            num_examples=num_examples,
+            image_size=IMAGE_SIZE,
+            seed=0,
+            valid_fraction=0.25,
+            test_fraction=0.25,
+        )
+    return path
+
+
+def tiny_config(dataset_dir: str, workdir: str, **train):
+    """A RunConfig of a cbr_tiny run on the tiny dataset, a few steps."""
+    from transfusion_tf import config
+    from transfusion_tf.data import info as info_lib
+
+    tasks = info_lib.load_dataset_info(dataset_dir)["tasks"]
+    settings = dict(
+        workdir=workdir,
+        train_steps=6,
+        eval_every_steps=3,
+        steps_per_loop=3,
+        checkpoint_every_steps=3,
+        learning_rate=0.05,
+        auc_thresholds=(0.5, 0.99),
+    )
+    settings.update(train)
+    return config.RunConfig(
+        data=config.DataConfig(dataset_dir=dataset_dir, image_size=IMAGE_SIZE, batch_size=8),
+        model=config.ModelConfig(
+            name="cbr_tiny", num_tasks=len(tasks), image_size=IMAGE_SIZE, widths=(8, 16)
+        ),
+        train=config.TrainConfig(**settings),
+    )
+
+
+def tiny_run(tmp_path_factory) -> str:
+    """A finished tiny run (trained in this process once per worker); returns its workdir."""
+    from transfusion_tf.training import trainer
+
+    dataset = tiny_dataset(tmp_path_factory)
+    workdir = os.path.join(tmp_path_factory.getbasetemp(), "train_tiny_run")
+    if not os.path.exists(os.path.join(workdir, "results.json")):
+        trainer.train_and_evaluate(tiny_config(dataset, workdir))
+    return workdir
+
+
+def train_flags(dataset_dir: str, workdir: str, *extra: str) -> list[str]:
+    """`transfusion-train` flags of a tiny cbr_tiny run."""
+    return [
+        f"--dataset_dir={dataset_dir}",
+        f"--workdir={workdir}",
+        "--model=cbr_tiny",
+        f"--widths={TINY_WIDTHS}",
+        f"--image_size={IMAGE_SIZE}",
+        "--batch_size=8",
+        "--train_steps=4",
+        "--eval_every_steps=2",
+        "--steps_per_loop=2",
+        "--checkpoint_every_steps=2",
+        "--learning_rate=0.05",
+        *extra,
+    ]
