@@ -1,0 +1,101 @@
+"""CSV-manifest converter (SPEC D2): one row per image, a path column and label columns.
+
+Paths are relative to the CSV's folder and may not leave it. Label cells follow the CheXpert
+convention (1, 0, -1 = uncertain, blank) under the same uncertain/blank policies. Optional
+columns: a patient column (`patient_column`; without it, `.dcm` files give their DICOM Patient
+ID and other files are their own patient) and a `split` column (train/valid/val/test) whose
+splits are kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transfusion_tf.data.converters import base, driver, folder
+
+SPLIT_COLUMN = "split"
+
+
+def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Source:
+    """Reads a CSV manifest into a Source."""
+    csv_path = os.path.abspath(input_path)
+    if os.path.isdir(csv_path):
+        raise base.ConversionError(f"{input_path}: expected a CSV manifest file, got a folder")
+    root = os.path.dirname(csv_path)
+    required = [options.path_column]
+    if options.patient_column:
+        required.append(options.patient_column)
+    if options.label_columns is not None:
+        required.extend(options.label_columns)
+    table = base.read_csv(csv_path, required=required)
+    reserved = {options.path_column, options.patient_column, SPLIT_COLUMN}
+    label_columns = (
+        list(options.label_columns)
+        if options.label_columns is not None
+        else [c for c in table.columns if c not in reserved]
+    )
+    if not label_columns:
+        raise base.ConversionError(
+            f"{input_path}: no label columns; name them with --label_columns"
+        )
+    tasks = base.select_tasks(label_columns, options.tasks, default=label_columns)
+    source = base.Source(
+        source_format="csv",
+        input_path=input_path,
+        tasks=tasks,
+        records=[],
+        label_policy=options.label_policy,
+    )
+    has_split = SPLIT_COLUMN in table.columns
+    for line, row in table.rows:
+        cell = row.get(options.path_column, "")
+        image_path = base.resolve_under(root, cell)
+        if image_path is None:
+            source.skip(f"{csv_path}:{line}: {cell}", "path escapes the dataset root")
+            continue
+        split = None
+        if has_split:
+            value = row.get(SPLIT_COLUMN, "").strip().lower()
+            if value not in folder.SPLIT_FOLDERS:
+                raise base.ConversionError(
+                    f"{csv_path}:{line}: unknown split {value!r} in column {SPLIT_COLUMN!r}; "
+                    f"expected one of {sorted(folder.SPLIT_FOLDERS)}"
+                )
+            split = folder.SPLIT_FOLDERS[value]
+        if options.patient_column:
+            patient = row.get(options.patient_column, "").strip()
+            if not patient:
+                raise base.ConversionError(
+                    f"{csv_path}:{line}: empty patient id in column {options.patient_column!r}"
+                )
+        else:
+            patient = folder.patient_for(image_path)
+        labels, mask = [], []
+        for task in tasks:
+            label, known = base.parse_label(
+                row.get(task),
+                uncertain_policy=options.uncertain_policy,
+                blank_policy=options.blank_policy,
+                where=f"{csv_path}:{line}: column {task!r}",
+            )
+            labels.append(label)
+            mask.append(known)
+        rel = os.path.relpath(image_path, root)
+        source.records.append(
+            base.SourceRecord(
+                example_id=os.path.splitext(rel)[0].replace(os.sep, "/"),
+                patient_id=patient,
+                labels=tuple(labels),
+                mask=tuple(mask),
+                path=image_path,
+                split=split,
+            )
+        )
+    return source
+
+
+@base.CONVERTERS.register("csv")
+def convert_csv(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
+    """Converts a CSV manifest to TFRecords in `output_dir`; returns dataset_info."""
+    source = read_csv_manifest(input_path, options)
+    return driver.write_source(source, output_dir=output_dir, options=options)

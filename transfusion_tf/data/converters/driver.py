@@ -1,0 +1,248 @@
+"""Runs a conversion: splits by patient, processes images on all cores, writes shards + info.
+
+`write_source` takes a converter's `Source` and does what every format shares (SPEC D2, R):
+drop duplicate rows, keep source splits or draw train/valid/test by patient (seeded), shuffle
+each split (seeded, so class-sorted sources are mixed across shards), read + decode + resize +
+encode every image in a pool of worker processes while the parent writes the TFRecord shards
+in order, and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
+used are skipped, counted and listed with their reason; under `strict` any skip is an error
+and no dataset info is written. `format_summary` renders the one-screen summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from transfusion_tf.data.converters import base, imageio
+
+EXAMPLES_PER_SHARD = 1000
+MAX_AUTO_SHARDS = 1024
+
+
+def shards_for(num_examples: int, num_shards: int | None) -> int:
+    """Shard count of a split: `num_shards`, or about one per EXAMPLES_PER_SHARD examples."""
+    if num_shards is not None:
+        return num_shards
+    return int(min(MAX_AUTO_SHARDS, max(1, math.ceil(num_examples / EXAMPLES_PER_SHARD))))
+
+
+def _drop_duplicates(source: base.Source) -> list[base.SourceRecord]:
+    seen: set[str] = set()
+    kept = []
+    for record in source.records:
+        if record.example_id in seen:
+            source.skip(record.path or record.example_id, "duplicate of an earlier entry")
+            continue
+        seen.add(record.example_id)
+        kept.append(record)
+    return kept
+
+
+def _raise_strict(skipped: Sequence[dict[str, str]], input_path: str) -> None:
+    first = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+    more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+    raise base.StrictModeError(
+        f"{input_path}: {len(skipped)} input(s) skipped under --strict: {first}{more}"
+    )
+
+
+@contextlib.contextmanager
+def _image_results(
+    tasks: list[imageio.ImageTask], *, workers: int
+) -> Iterator[Iterator[imageio.EncodedImage]]:
+    """Yields an iterator of processed images in task order, computed by `workers` processes.
+
+    Workers are forked when TensorFlow is not loaded yet (the CLI path: the pool starts before
+    the shard writer imports it), which costs nothing; otherwise they are spawned, because
+    TensorFlow's threads do not survive a fork. Spawned workers import only this package's
+    TensorFlow-free image code (and the caller's main module, as Python's spawn always does).
+    """
+    if workers <= 1 or len(tasks) < 2:
+        yield (imageio.process_image(task) for task in tasks)
+        return
+    method = "spawn"
+    if "tensorflow" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
+        method = "fork"
+    context = multiprocessing.get_context(method)
+    chunksize = max(1, min(32, len(tasks) // (workers * 8)))
+    with context.Pool(processes=workers) as pool:
+        yield pool.imap(imageio.process_image, tasks, chunksize=chunksize)
+
+
+def write_source(source: base.Source, *, output_dir: str, options: base.ConvertOptions) -> dict:
+    """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
+
+    Raises ConversionError for an empty input, an empty split, patients shared by two source
+    splits, or (under `options.strict`) any skipped input.
+    """
+    records = _drop_duplicates(source)
+    if not records:
+        detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
+        raise base.ConversionError(
+            f"{source.input_path}: empty input, no images to convert{detail}"
+        )
+    if options.strict and source.skipped:
+        _raise_strict(source.skipped, source.input_path)
+    records, expected = base.assign_splits(
+        records,
+        valid_fraction=options.valid_fraction,
+        test_fraction=options.test_fraction,
+        seed=options.seed,
+    )
+    base.check_patients_disjoint(records, input_path=source.input_path)
+    rng = np.random.default_rng(options.seed)
+    by_split: dict[str, list[base.SourceRecord]] = {}
+    for split in expected:
+        members = [r for r in records if r.split == split]
+        if not members:
+            raise base.ConversionError(
+                f"{source.input_path}: split {split!r} is empty (too few patients or every "
+                "entry filtered out); lower --valid_fraction/--test_fraction or add data"
+            )
+        by_split[split] = [members[i] for i in rng.permutation(len(members))]
+    ordered = [(split, r) for split in expected for r in by_split[split]]
+    image_tasks = [
+        imageio.ImageTask(index=i, path=r.path, array=r.array, image_size=options.image_size)
+        for i, (_, r) in enumerate(ordered)
+    ]
+    workers = min(options.resolved_workers(), max(1, len(image_tasks)))
+    logging.info(
+        "converting %d images from %s (%s) with %d worker(s)",
+        len(image_tasks),
+        source.input_path,
+        source.source_format,
+        workers,
+    )
+    skipped = list(source.skipped)
+    encodings: collections.Counter[str] = collections.Counter()
+    stats = {}
+    start = time.perf_counter()
+    with (
+        _image_results(image_tasks, workers=workers) as results,
+        contextlib.ExitStack() as stack,
+    ):
+        # Imported once the workers exist, so forked workers never inherit TensorFlow.
+        from transfusion_tf.data import writer as writer_lib
+
+        writers = {
+            split: stack.enter_context(
+                writer_lib.ShardedWriter(
+                    output_dir,
+                    split,
+                    tasks=source.tasks,
+                    num_shards=shards_for(len(by_split[split]), options.num_shards),
+                    overwrite=options.overwrite,
+                )
+            )
+            for split in expected
+        }
+        progress = tqdm(
+            total=len(image_tasks),
+            unit="img",
+            desc=f"{source.source_format} -> {output_dir}",
+            disable=None if options.progress else True,
+        )
+        with progress:
+            for result in results:
+                split, record = ordered[result.index]
+                progress.update(1)
+                if result.error is not None:
+                    skipped.append(
+                        {"path": record.path or record.example_id, "reason": result.error}
+                    )
+                    continue
+                encodings[result.encoding] += 1
+                writers[split].write(
+                    image_bytes=result.data,
+                    height=result.height,
+                    width=result.width,
+                    channels=result.channels,
+                    example_id=record.example_id,
+                    patient_id=record.patient_id,
+                    labels=record.labels,
+                    mask=record.mask,
+                )
+        if options.strict and skipped:
+            _raise_strict(skipped, source.input_path)
+        for split, split_writer in writers.items():
+            if split_writer.stats.num_examples == 0:
+                raise base.ConversionError(
+                    f"{source.input_path}: split {split!r} is empty: all of its "
+                    f"{len(by_split[split])} images were skipped"
+                )
+            stats[split] = split_writer.stats
+    seconds = time.perf_counter() - start
+    logging.info(
+        "processed %d images in %.1f s (%.1f img/s), %d skipped",
+        len(image_tasks),
+        seconds,
+        len(image_tasks) / max(seconds, 1e-9),
+        len(skipped),
+    )
+    encoding = "+".join(sorted(encodings)) if encodings else "png"
+    from transfusion_tf.data import writer as writer_lib
+
+    return writer_lib.finalize_dataset(
+        output_dir,
+        tasks=source.tasks,
+        source_format=source.source_format,
+        label_policy=source.label_policy,
+        image_encoding=encoding,
+        split_stats=stats,
+        skipped=skipped,
+        extra={"conversion": _conversion_record(source, options)},
+    )
+
+
+def _conversion_record(source: base.Source, options: base.ConvertOptions) -> dict[str, Any]:
+    """What the dataset was converted from and with which settings (kept in dataset_info)."""
+    settings = options.to_dict()
+    for key in ("workers", "progress", "overwrite", "strict"):
+        settings.pop(key, None)
+    return {"input": source.input_path, "options": settings}
+
+
+def format_summary(info: dict[str, Any], *, max_skipped: int = 8) -> str:
+    """A one-screen text summary of a dataset_info dict: counts, positives per task, skips."""
+    splits = [s for s in base.SPLITS if s in info["splits"]] + [
+        s for s in info["splits"] if s not in base.SPLITS
+    ]
+    tasks = info["tasks"]
+    width = max([len("positives / labelled"), *(len(t) for t in tasks)]) + 2
+    lines = [
+        f"source format: {info['source_format']}   tasks: {len(tasks)}   "
+        f"image encoding: {info.get('image_encoding', '?')}",
+        "".ljust(width) + "".join(s.rjust(16) for s in splits),
+        "examples".ljust(width)
+        + "".join(str(info["splits"][s]["num_examples"]).rjust(16) for s in splits),
+        "positives / labelled".ljust(width),
+    ]
+    for task in tasks:
+        cells = []
+        for s in splits:
+            split_info = info["splits"][s]
+            cells.append(
+                f"{split_info['positives'].get(task, 0)}/{split_info['labelled'].get(task, 0)}"
+            )
+        lines.append(f"  {task}".ljust(width) + "".join(c.rjust(16) for c in cells))
+    skipped = info.get("skipped", [])
+    lines.append(f"skipped inputs: {len(skipped)}")
+    reasons = collections.Counter(s["reason"].split(":")[0] for s in skipped)
+    for reason, count in reasons.most_common():
+        lines.append(f"  {count} x {reason}")
+    for item in skipped[:max_skipped]:
+        lines.append(f"    {item['path']}: {item['reason']}")
+    if len(skipped) > max_skipped:
+        lines.append(f"    ... and {len(skipped) - max_skipped} more (see dataset_info.json)")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""EyePACS (Kaggle Diabetic Retinopathy Detection) converter, and the DR grade tasks (SPEC D2).
+
+Layout as downloaded: `trainLabels.csv` (columns `image,level`) beside `train/<image>.jpeg`,
+where `<image>` is `<patient>_left` or `<patient>_right` and `level` is the ICDR grade 0-4.
+Task `referable_dr` is grade >= 2 (moderate or worse: the paper's Retina task); optional tasks
+`grade_0`..`grade_4` are the one-hot grades. The source has no split: train/valid/test are drawn
+by patient, so both eyes of a patient always land in the same split.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from transfusion_tf.data.converters import base, driver
+
+REFERABLE_GRADE = 2
+GRADE_TASKS = tuple(f"grade_{g}" for g in range(5))
+DR_TASKS = ("referable_dr", *GRADE_TASKS)
+DEFAULT_TASKS = ("referable_dr",)
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+_EYE_RE = re.compile(r"^(?P<patient>.+)_(?:left|right)$")
+
+
+def parse_grade(cell: str | None, *, where: str) -> int:
+    """Parses an ICDR grade cell (0-4, any integral float spelling); else ConversionError."""
+    text = (cell or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value not in (0.0, 1.0, 2.0, 3.0, 4.0):
+        raise base.ConversionError(f"{where}: unknown label value {text!r}; expected a grade 0-4")
+    return int(value)
+
+
+def dr_labels(grade: int, tasks: list[str]) -> tuple[float, ...]:
+    """The label vector of one DR grade for `tasks` (names from DR_TASKS)."""
+    out = []
+    for task in tasks:
+        if task == "referable_dr":
+            out.append(1.0 if grade >= REFERABLE_GRADE else 0.0)
+        else:
+            out.append(1.0 if grade == int(task.removeprefix("grade_")) else 0.0)
+    return tuple(out)
+
+
+def find_image(image_dir: str, name: str) -> str:
+    """The first existing `<image_dir>/<name><ext>`; the `.jpeg` path when none exists."""
+    for ext in IMAGE_EXTENSIONS:
+        candidate = os.path.join(image_dir, name + ext)
+        if os.path.isfile(candidate):
+            return candidate
+    return os.path.join(image_dir, name + IMAGE_EXTENSIONS[0])
+
+
+def read_eyepacs(input_path: str, options: base.ConvertOptions) -> base.Source:
+    """Reads the Kaggle DR layout into a Source (no source splits)."""
+    root = os.path.abspath(input_path)
+    csv_path = os.path.join(root, "trainLabels.csv")
+    if not os.path.isdir(root):
+        raise base.ConversionError(f"{input_path}: EyePACS folder not found")
+    if not os.path.isfile(csv_path):
+        raise base.ConversionError(
+            f"{input_path}: no trainLabels.csv; expected the Kaggle Diabetic Retinopathy folder "
+            "with trainLabels.csv and train/"
+        )
+    image_dir = os.path.join(root, "train")
+    if not os.path.isdir(image_dir):
+        raise base.ConversionError(f"{image_dir}: image folder not found")
+    tasks = base.select_tasks(DR_TASKS, options.tasks, default=DEFAULT_TASKS)
+    source = base.Source(
+        source_format="eyepacs",
+        input_path=input_path,
+        tasks=tasks,
+        records=[],
+        label_policy={"referable_dr": f"grade >= {REFERABLE_GRADE}"},
+    )
+    table = base.read_csv(csv_path, required=("image", "level"))
+    for line, row in table.rows:
+        name = row["image"].strip()
+        grade = parse_grade(row["level"], where=f"{csv_path}:{line}: column 'level'")
+        if base.resolve_under(image_dir, name) is None or "/" in name.replace("\\", "/"):
+            source.skip(f"{csv_path}:{line}: {name}", "path escapes the dataset root")
+            continue
+        match = _EYE_RE.match(name)
+        source.records.append(
+            base.SourceRecord(
+                example_id=name,
+                patient_id=match.group("patient") if match else name,
+                labels=dr_labels(grade, tasks),
+                mask=(1.0,) * len(tasks),
+                path=find_image(image_dir, name),
+            )
+        )
+    return source
+
+
+@base.CONVERTERS.register("eyepacs")
+def convert_eyepacs(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
+    """Converts the Kaggle DR layout to TFRecords in `output_dir`; returns dataset_info."""
+    source = read_eyepacs(input_path, options)
+    return driver.write_source(source, output_dir=output_dir, options=options)
