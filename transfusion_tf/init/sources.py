@@ -227,9 +227,10 @@ def _workdir_source(workdir: str) -> tuple[keras.Model, str, str]:
     return model, weights_path, model_cfg.name
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _cached_source(
     spec: str,
+    path: str,
     stamp: tuple[int, int],
     model_name: str,
     channels: int,
@@ -237,35 +238,17 @@ def _cached_source(
     width_multiplier: float,
 ) -> SourceTensors:
     del stamp  # part of the cache key only: a rewritten file is read again
-    if spec == "imagenet":
-        arch = registry.get_spec(model_name).source_arch
-        if arch is None:
-            raise SourceError(
-                f"there are no ImageNet weights for {model_name!r}; "
-                "pass --source_weights=PATH (a weights file, .keras model or workdir)"
-            )
-        path = applications.imagenet_weights_path(arch)
-        model, arch = _materialise_file(
-            path,
-            model_name=model_name,
-            channels=channels,
-            widths=widths,
-            width_multiplier=width_multiplier,
-        )
-        description = f"imagenet ({arch}, keras.applications)"
-    elif os.path.isdir(spec):
+    if os.path.isdir(spec):
         model, path, arch = _workdir_source(spec)
         description = f"workdir {spec} ({arch})"
-    elif spec.endswith(".keras"):
-        path = spec
+    elif path.endswith(".keras"):
         try:
             model = keras.saving.load_model(path, compile=False)
         except Exception as err:
             raise SourceError(f"cannot load the Keras model {path}: {err}") from err
         arch = model.name
         description = f"keras model {path}"
-    elif spec.endswith((".h5", ".hdf5")):
-        path = spec
+    elif path.endswith((".h5", ".hdf5")):
         model, arch = _materialise_file(
             path,
             model_name=model_name,
@@ -273,7 +256,8 @@ def _cached_source(
             widths=widths,
             width_multiplier=width_multiplier,
         )
-        description = f"weights file {path} ({arch})"
+        kind = "imagenet" if spec == "imagenet" else "weights file"
+        description = f"{kind} {path} ({arch})"
     else:
         raise SourceError(
             f"source weights {spec}: unsupported format; give 'imagenet', a .h5 / .weights.h5 "
@@ -307,19 +291,24 @@ def load_source_weights(
       SourceError: the file cannot be read or does not fit the architecture.
     """
     spec = os.fspath(spec)
-    if spec != "imagenet" and not os.path.exists(spec):
-        raise FileNotFoundError(f"source weights not found: {spec}")
     if spec == "imagenet":
-        stamp = (0, 0)
+        arch = registry.get_spec(model_name).source_arch
+        if arch is None:
+            raise SourceError(
+                f"there are no ImageNet weights for {model_name!r}; "
+                "pass --source_weights=PATH (a weights file, .keras model or workdir)"
+            )
+        path = applications.imagenet_weights_path(arch)
+    elif not os.path.exists(spec):
+        raise FileNotFoundError(f"source weights not found: {spec}")
     else:
-        target = spec
-        if os.path.isdir(spec):
-            target = os.path.join(spec, "weights", "final.weights.h5")
-        stat = os.stat(target) if os.path.exists(target) else os.stat(spec)
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        path = spec
+    target = os.path.join(path, "weights", "final.weights.h5") if os.path.isdir(path) else path
+    stat = os.stat(target) if os.path.exists(target) else os.stat(path)
     return _cached_source(
         spec,
-        stamp,
+        path,
+        (stat.st_mtime_ns, stat.st_size),
         model_name,
         channels,
         tuple(widths) if widths is not None else None,
