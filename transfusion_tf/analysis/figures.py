@@ -135,7 +135,7 @@ def plot_weight_change(
     step = max(1, len(layers) // 30)
     ticks = list(range(0, len(layers), step))
     ax.set_xticks(ticks, [layers[i] for i in ticks], rotation=60, ha="right", fontsize="x-small")
-    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.set_yscale("log", nonpositive="mask")
     ax.set_ylabel("||W_final - W_init|| / ||W_init||")
     ax.set_title(title)
     if len(curves) <= 12:
