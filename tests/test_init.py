@@ -40,7 +40,8 @@ def resnet_source(tmp_path_factory):
 
 
 def _sha256(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def test_legacy_source_has_the_imagenet_file_layout(resnet_source):
