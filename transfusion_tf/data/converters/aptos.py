@@ -1,8 +1,8 @@
 """APTOS 2019 Blindness Detection converter (SPEC D2): `train.csv` + `train_images/<id>.png`.
 
 `train.csv` has columns `id_code,diagnosis` (ICDR grade 0-4); tasks are those of EyePACS
-(`referable_dr` = grade >= 2 by default, optional `grade_0`..`grade_4`). APTOS gives no patient
-ids, so each image is its own patient, and train/valid/test are drawn from it (seeded).
+(`referable_dr` = grade >= 2 by default, optional `dr_grade_0`..`dr_grade_4`). APTOS gives no
+patient ids, so each image is its own patient, and train/valid/test are drawn from it (seeded).
 """
 
 from __future__ import annotations

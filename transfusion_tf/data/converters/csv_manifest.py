@@ -2,9 +2,9 @@
 
 Paths are relative to the CSV's folder and may not leave it. Label cells follow the CheXpert
 convention (1, 0, -1 = uncertain, blank) under the same uncertain/blank policies. Optional
-columns: a patient column (`patient_column`; without it, `.dcm` files give their DICOM Patient
-ID and other files are their own patient) and a `split` column (train/valid/val/test) whose
-splits are kept.
+columns: a patient column (`patient_column`, by default `patient_id` when the manifest has one;
+without any, `.dcm` files give their DICOM Patient ID and other files are their own patient)
+and a `split` column (train/valid/val/test) whose splits are kept.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 from transfusion_tf.data.converters import base, driver, folder
 
 SPLIT_COLUMN = "split"
+DEFAULT_PATIENT_COLUMN = "patient_id"
 
 
 def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Source:
@@ -28,7 +29,10 @@ def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Sou
     if options.label_columns is not None:
         required.extend(options.label_columns)
     table = base.read_csv(csv_path, required=required)
-    reserved = {options.path_column, options.patient_column, SPLIT_COLUMN}
+    patient_column = options.patient_column
+    if patient_column is None and DEFAULT_PATIENT_COLUMN in table.columns:
+        patient_column = DEFAULT_PATIENT_COLUMN
+    reserved = {options.path_column, patient_column, SPLIT_COLUMN}
     label_columns = (
         list(options.label_columns)
         if options.label_columns is not None
@@ -62,11 +66,11 @@ def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Sou
                     f"expected one of {sorted(folder.SPLIT_FOLDERS)}"
                 )
             split = folder.SPLIT_FOLDERS[value]
-        if options.patient_column:
-            patient = row.get(options.patient_column, "").strip()
+        if patient_column:
+            patient = row.get(patient_column, "").strip()
             if not patient:
                 raise base.ConversionError(
-                    f"{csv_path}:{line}: empty patient id in column {options.patient_column!r}"
+                    f"{csv_path}:{line}: empty patient id in column {patient_column!r}"
                 )
         else:
             patient = folder.patient_for(image_path)

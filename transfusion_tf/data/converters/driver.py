@@ -127,7 +127,6 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
     skipped = list(source.skipped)
     encodings: collections.Counter[str] = collections.Counter()
     stats = {}
-    start = time.perf_counter()
     with (
         _image_results(image_tasks, workers=workers) as results,
         contextlib.ExitStack() as stack,
@@ -135,6 +134,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         # Imported once the workers exist, so forked workers never inherit TensorFlow.
         from transfusion_tf.data import writer as writer_lib
 
+        start = time.perf_counter()
         writers = {
             split: stack.enter_context(
                 writer_lib.ShardedWriter(

@@ -3,8 +3,9 @@
 Layout as downloaded: `trainLabels.csv` (columns `image,level`) beside `train/<image>.jpeg`,
 where `<image>` is `<patient>_left` or `<patient>_right` and `level` is the ICDR grade 0-4.
 Task `referable_dr` is grade >= 2 (moderate or worse: the paper's Retina task); optional tasks
-`grade_0`..`grade_4` are the one-hot grades. The source has no split: train/valid/test are drawn
-by patient, so both eyes of a patient always land in the same split.
+`dr_grade_0`..`dr_grade_4` are the one-hot grades (named as in the synthetic fundus set). The
+source has no split: train/valid/test are drawn by patient, so both eyes of a patient always
+land in the same split.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from transfusion_tf.data.converters import base, driver
 
 REFERABLE_GRADE = 2
-GRADE_TASKS = tuple(f"grade_{g}" for g in range(5))
+GRADE_TASKS = tuple(f"dr_grade_{g}" for g in range(5))
 DR_TASKS = ("referable_dr", *GRADE_TASKS)
 DEFAULT_TASKS = ("referable_dr",)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -42,7 +43,7 @@ def dr_labels(grade: int, tasks: list[str]) -> tuple[float, ...]:
         if task == "referable_dr":
             out.append(1.0 if grade >= REFERABLE_GRADE else 0.0)
         else:
-            out.append(1.0 if grade == int(task.removeprefix("grade_")) else 0.0)
+            out.append(1.0 if grade == int(task.removeprefix("dr_grade_")) else 0.0)
     return tuple(out)
 
 

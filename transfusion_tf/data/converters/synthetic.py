@@ -30,6 +30,8 @@ def convert_synthetic(*, input_path: str, output_dir: str, options: base.Convert
     kwargs = {}
     if options.num_shards is not None:
         kwargs["num_shards"] = options.num_shards
+    if options.tasks is not None:
+        kwargs["tasks"] = options.tasks
     return synthetic_lib.write_synthetic_dataset(
         kind=options.synthetic_kind,
         output_dir=output_dir,
@@ -39,5 +41,7 @@ def convert_synthetic(*, input_path: str, output_dir: str, options: base.Convert
         valid_fraction=options.valid_fraction,
         test_fraction=options.test_fraction,
         workers=options.resolved_workers(),
+        uncertain_policy=options.uncertain_policy,
+        overwrite=options.overwrite,
         **kwargs,
     )
