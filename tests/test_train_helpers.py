@@ -24,7 +24,7 @@ IMAGE_SIZE = 32
 # argv the absl flags are reset and parsed, then the CLI's `main(argv)` runs exactly as
 # `app.run` would call it. Usage errors and exits are caught and reported per invocation.
 _DRIVER = r"""
-import json, sys, io, contextlib, traceback
+import json, sys, io, contextlib, time, traceback
 if sys.argv[2] == "1":
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -37,6 +37,7 @@ for line in sys.stdin:
     flags.FLAGS.unparse_flags()
     out, err = io.StringIO(), io.StringIO()
     rec = {"argv": argv, "ok": True, "error": None, "exit_code": 0}
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         remaining = flags.FLAGS(argv)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -50,6 +51,7 @@ for line in sys.stdin:
     except Exception:
         rec.update(ok=False, error=traceback.format_exc(), exit_code=99)
     rec["stdout"] = out.getvalue()
+    rec["seconds"] = [time.perf_counter() - start, time.process_time() - cpu]
     print("DRIVER " + json.dumps(rec), flush=True)
 """
 
@@ -88,15 +90,16 @@ def run_cli_batch(
     return records
 
 
-def run_cli(module: str, args: list[str], *, timeout: float = 600, **popen) -> subprocess.Popen:
+def run_cli(
+    module: str, args: list[str], *, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Starts the real console entry point (`python -m transfusion_tf.cli.<module>`)."""
     return subprocess.Popen(
         [sys.executable, "-m", f"transfusion_tf.cli.{module}", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env(),
-        **popen,
+        env=env(**(env_extra or {})),
     )
 
 

@@ -1,0 +1,53 @@
+"""T4: a training process killed with SIGKILL mid-run resumes from its last backup and
+finishes with the full step count; a truncated history line is dropped on resume."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import test_train_helpers as helpers
+
+
+@pytest.mark.slow
+def test_kill_9_then_same_command_finishes_all_steps(tmp_path_factory, tmp_path):
+    data = helpers.tiny_dataset(tmp_path_factory)
+    workdir = tmp_path / "run"
+    args = helpers.train_flags(data, str(workdir))
+    args += [
+        "--train_steps=60",
+        "--eval_every_steps=20",
+        "--checkpoint_every_steps=2",
+        "--steps_per_loop=2",
+    ]
+    proc = helpers.run_cli("train", args)
+    marker = workdir / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no backup was written in time"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (workdir / "results.json").exists(), "the run ended before it was killed"
+
+    again = helpers.run_cli("train", args)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["train_steps"] == 60
+    assert results["resumed"] is True
+    history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [20, 40, 60]
+    assert json.loads(out)["train_steps"] == 60
+
+
+def test_truncated_history_line_is_dropped(tmp_path):
+    from transfusion_tf.training import trainer
+
+    (tmp_path / "eval_history.jsonl").write_text(
+        json.dumps({"step": 2, "auc_mean": 0.5}) + "\n" + '{"step": 4, "auc'
+    )
+    assert [r["step"] for r in trainer.read_history(str(tmp_path))] == [2]
