@@ -9,10 +9,9 @@ Example:
 
 from __future__ import annotations
 
-from absl import app, flags
+import os
 
-from transfusion_tf.init import stats as stats_lib
-from transfusion_tf.models import registry as model_registry
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 
@@ -35,6 +34,12 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if (FLAGS.source_weights is None) == (FLAGS.weights is None):
         raise app.UsageError("give exactly one of --source_weights=PATH or --weights=imagenet")
+    if FLAGS.source_weights is not None and not os.path.exists(FLAGS.source_weights):
+        raise app.UsageError(f"--source_weights: source weights not found: {FLAGS.source_weights}")
+    # TensorFlow is imported only once the flags are known to be usable.
+    from transfusion_tf.init import stats as stats_lib
+    from transfusion_tf.models import registry as model_registry
+
     if FLAGS.model not in model_registry.MODELS:
         raise app.UsageError(
             f"--model={FLAGS.model} is not registered; choose one of: "
