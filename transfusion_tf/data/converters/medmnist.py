@@ -71,12 +71,13 @@ def _task_names(labels: list[np.ndarray], *, path: str) -> tuple[list[str], bool
     width = widths.pop()
     values = np.concatenate([a.reshape(-1) for a in labels])
     if values.size and (values.min() < 0 or np.any(values != np.round(values))):
-        bad = values[(values < 0) | (values != np.round(values))][0]
-        raise base.ConversionError(f"{path}: unknown label value {bad!r}; expected integers >= 0")
+        bad = values[(values < 0) | (values != np.round(values))][0].item()
+        raise base.ConversionError(f"{path}: unknown label value {bad}; expected integers >= 0")
     if width > 1:
         if values.size and values.max() > 1:
             raise base.ConversionError(
-                f"{path}: unknown label value {values.max()!r} in multi-label arrays; expected 0/1"
+                f"{path}: unknown label value {values.max().item()} in multi-label arrays; "
+                "expected 0/1"
             )
         if os.path.basename(path).lower().startswith("chestmnist") and width == 14:
             return list(CHESTMNIST_TASKS), True, width
