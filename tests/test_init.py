@@ -165,3 +165,30 @@ def test_slim_takes_conv1_to_block2_from_resnet50(resnet_source):
             model_name="resnet50_slim",
             init=config.InitConfig(name="transfusion", source_weights=legacy, transfuse_upto=4),
         )
+
+
+@pytest.mark.slow
+def test_inception_auto_named_layers_transfer_from_a_legacy_file(tmp_path):
+    """Inception-v3 relies on Keras auto-names; the legacy (topological) file still maps 1:1."""
+    keras.layers.Conv2D(1, 1)  # bump auto-name counters: names must not depend on it
+    source = keras.applications.InceptionV3(
+        include_top=False, weights=None, input_shape=(75, 75, 3)
+    )
+    rng = np.random.default_rng(1)
+    for var in source.weights:
+        var.assign(rng.uniform(0.5, 1.5, tuple(var.shape)).astype(np.float32))
+    path = str(tmp_path / "inception_notop.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    ordered = [w.numpy() for layer in source.layers for w in layer.weights]
+    model = models.build_model("inception_v3", num_tasks=1, image_size=75)
+    report = initialize(
+        model,
+        model_name="inception_v3",
+        init=config.InitConfig(name="imagenet", source_weights=path),
+    )
+    backbone = [w for layer in model.layers[:-2] for w in layer.weights]
+    assert len(backbone) == len(ordered)
+    for var, want in zip(backbone, ordered, strict=True):
+        np.testing.assert_array_equal(var.numpy(), want, err_msg=var.path)
+    assert report.counts() == {"copied": len(ordered), "new_head": 2}
