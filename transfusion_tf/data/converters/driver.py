@@ -15,6 +15,7 @@ import collections
 import contextlib
 import math
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from transfusion_tf.data import info as info_lib
 from transfusion_tf.data.converters import base, imageio
 
 EXAMPLES_PER_SHARD = 1000
@@ -84,8 +86,16 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
     """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
 
     Raises ConversionError for an empty input, an empty split, patients shared by two source
-    splits, or (under `options.strict`) any skipped input.
+    splits, or (under `options.strict`) any skipped input; FileExistsError when `output_dir`
+    already holds shards and `options.overwrite` is not set (checked before any work).
     """
+    if not options.overwrite:
+        existing = [p for split in base.SPLITS for p in info_lib.list_shards(output_dir, split)]
+        if existing:
+            raise FileExistsError(
+                f"{output_dir} already holds a dataset ({os.path.basename(existing[0])}, ...); "
+                "pass overwrite to replace it"
+            )
     records = _drop_duplicates(source)
     if not records:
         detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
