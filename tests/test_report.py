@@ -249,3 +249,14 @@ def test_cli_bad_pattern_is_a_usage_error(tmp_path):
     assert proc.returncode != 0
     assert "matches nothing" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_transfer_from_a_workdir_is_labelled_with_its_source(tmp_path):
+    root = str(tmp_path / "runs")
+    os.makedirs(root)
+    make_workdir(
+        root, "t", init="imagenet", seed=0, curve=[0.5, 0.9], source_weights="/x/runs/src/seed0"
+    )
+    make_workdir(root, "i", init="imagenet", seed=0, curve=[0.5, 0.9], source_weights="imagenet")
+    runs, _ = tables.find_runs([root])
+    assert sorted(r.init for r in runs) == ["imagenet", "transfer (source=src/seed0)"]

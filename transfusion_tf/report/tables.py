@@ -55,6 +55,9 @@ class RunRecord:
     def init(self) -> str:
         """Init label in the paper's words, with the knob that distinguishes variants."""
         init = self.config.init
+        if init.name == "imagenet" and init.source_weights not in (None, "imagenet"):
+            source = os.path.normpath(init.source_weights).split(os.sep)[-2:]
+            return f"transfer (source={'/'.join(source)})"
         if init.name == "meanvar":
             return f"meanvar (bn={init.bn_policy})"
         if init.name == "transfusion":
@@ -169,7 +172,7 @@ def group_runs(runs: Iterable[RunRecord]) -> dict[tuple[str, str, str], list[Run
     return {k: sorted(groups[k], key=lambda r: r.seed) for k in sorted(groups, key=_group_order)}
 
 
-_INIT_ORDER = ("random", "imagenet", "meanvar", "transfusion", "gabor")
+_INIT_ORDER = ("random", "imagenet", "transfer", "meanvar", "transfusion", "gabor")
 
 
 def _group_order(key: tuple[str, str, str]) -> tuple[Any, ...]:

@@ -1,0 +1,123 @@
+"""End-to-end test of `transfusion-demo --quick` and the demo's bad inputs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from transfusion_tf import demo
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    summary = demo.run_demo(
+        output_dir=str(root / "out"), export_dir=str(root / "savedmodels"), quick=True
+    )
+    return root, summary
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(quick_demo):
+    root, summary = quick_demo
+    out = root / "out"
+    settings = demo.demo_settings(quick=True)
+    labels = [t.label for t in demo.target_inits(settings, source_workdir="", stats_file="")]
+    assert labels == [
+        "random",
+        "transfer",
+        "meanvar",
+        "transfusion_conv1",
+        "transfusion_conv2",
+        "gabor",
+    ]
+    # every run finished and logged to TensorBoard under one root
+    for label in labels:
+        for seed in settings.seeds:
+            workdir = out / "runs" / f"fundus_{label}_s{seed}"
+            results = json.loads((workdir / "results.json").read_text())
+            assert results["train_steps"] == settings.target_steps
+            assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
+    source = out / "runs" / "source_natural_cbr_tiny"
+    assert (source / "weights" / "final.weights.h5").exists()
+    stats = json.loads((out / "source_stats.json").read_text())
+    assert stats
+    # transfer copied the source, meanvar used its statistics file
+    report = json.loads((out / "runs" / "fundus_transfer_s0" / "init_report.json").read_text())
+    hows = {row["how"] for row in report["rows"]}
+    assert "copied" in hows and "new_head" in hows
+    report = json.loads((out / "runs" / "fundus_meanvar_s0" / "init_report.json").read_text())
+    assert "meanvar" in {row["how"] for row in report["rows"]}
+
+    # the SavedModel of the best run loads in this process and serves probabilities
+    import tensorflow as tf
+
+    path = summary["saved_model"]
+    assert path == str(root / "savedmodels" / "demo" / "1")
+    loaded = tf.saved_model.load(path)
+    encoded = demo._test_image_bytes(
+        glob.glob(str(out / "data" / "synthetic_fundus_*"))[0], count=3
+    )
+    probs = next(iter(loaded.signatures["serving_default"](tf.constant(encoded)).values())).numpy()
+    assert probs.shape == (3, 1) and np.all((probs >= 0) & (probs <= 1))
+
+    # analyses and the report
+    for mode in ("compare", "init_vs_final", "filters", "weight_change"):
+        assert glob.glob(str(out / "analysis" / mode / "*.png")), mode
+    text = (out / "report.md").read_text()
+    assert "stand-in for ImageNet" in text
+    assert "## Test split" in text and "## Steps to AUC threshold" in text
+    assert "figures/analysis/compare/" in text
+    for line in summary["headline"]:
+        assert line in text
+    assert any(h.startswith("Does Mean Var reach the threshold") for h in summary["headline"])
+    assert any(h.startswith("Does transfer change the final AUC") for h in summary["headline"])
+    assert (out / "auc.csv").exists() and (out / "demo.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_findings_follow_the_numbers(quick_demo):
+    """The headline's AUC sentence carries the test numbers of demo.json, not a fixed text."""
+    _, summary = quick_demo
+    test = {r["init"]: r for r in summary["test"]}
+    sentence = next(h for h in summary["headline"] if "final AUC" in h)
+    assert f"{test['transfer']['auc_mean']:.3f} ± {test['transfer']['auc_mean_sd']:.3f}" in sentence
+    assert f"{test['random']['auc_mean']:.3f} ± {test['random']['auc_mean_sd']:.3f}" in sentence
+    delta = test["transfer"]["auc_mean"] - test["random"]["auc_mean"]
+    if abs(delta) >= 5e-4:
+        assert ("higher" if delta > 0 else "lower") in sentence
+
+
+def test_settings_and_seed_override():
+    quick = demo.demo_settings(quick=True)
+    full = demo.demo_settings(quick=False)
+    assert len(quick.seeds) >= 2 and len(full.seeds) >= 2
+    assert quick.target_steps < full.target_steps
+    assert demo.demo_settings(quick=True, seeds=[3, 4, 5]).seeds == (3, 4, 5)
+    with pytest.raises(ValueError, match="--seeds"):
+        demo.demo_settings(quick=True, seeds=[])
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "transfusion_tf.cli.demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+
+
+def test_cli_bad_seeds_and_arguments(tmp_path):
+    proc = _cli("--seeds=a,b", f"--output_dir={tmp_path}")
+    assert proc.returncode != 0 and "--seeds must be integers" in proc.stderr
+    proc = _cli("extra", f"--output_dir={tmp_path}")
+    assert proc.returncode != 0 and "unexpected arguments: extra" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.listdir(tmp_path)
