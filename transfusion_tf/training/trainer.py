@@ -5,8 +5,17 @@ A workdir holds `config.json`, `init_report.json`, `weights/{init,final,best}.we
 The same command on the same workdir resumes from the last backup (or reports a finished run);
 a workdir holding a different configuration is refused.
 
+`results.json` keys: final_auc {task: AUC or null}, final_auc_mean, final_auprc(_mean),
+best_auc_mean, best_step, steps_to_threshold {"0.91": first eval step with mean AUC >= 0.91 or
+null}, examples_per_second (steady state: images per wall second after the first, tracing, loop
+call, counting input waits, evals, backups and logging), train_loop_examples_per_second (inside
+the training loop only), wall_seconds, versions, seed, source_sha256, model, init, tasks,
+train_steps, dataset_dir, strategy, num_replicas, precision, resumed.
+
 Resume reseeds the training input with `seed + step`, so a resumed run reaches the same step
-count but does not replay exactly the batches the killed run would have seen.
+count but does not replay exactly the batches the killed run would have seen. Under
+multi-worker training every worker evaluates the whole validation split with its own copy of
+the weights; the chief's numbers are the ones recorded.
 """
 
 from __future__ import annotations
@@ -349,7 +358,7 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
       cfg: the resolved run configuration (`model.num_tasks` must equal the dataset's tasks).
 
     Returns:
-      The results dict (see module docstring of `transfusion_tf.training`).
+      The results dict written to `results.json` (keys in the module docstring).
 
     Raises:
       ValueError / FileNotFoundError naming the flag or file for bad settings,
@@ -421,7 +430,10 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
     run.predict = loop_lib.make_predict_fn(run.model)
     conv1 = run.conv1_layers
 
+    # Steady state starts after the first loop call (which traces the tf.function); it counts
+    # everything after it: input waits, evals, backups, summaries and logging.
     train_seconds, train_images, first_loop = 0.0, 0, True
+    steady_start, steady_first_step = None, None
     while step < tc.train_steps:
         n = min(
             tc.steps_per_loop,
@@ -444,6 +456,8 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         if not first_loop:  # the first call traces the tf.function: not steady state
             train_seconds += elapsed
             train_images += n * cfg.data.batch_size
+        else:
+            steady_start, steady_first_step = time.perf_counter(), step
         first_loop = False
         lr = float(run.schedule(run.optimizer.iterations))
         logging.info(
@@ -484,6 +498,8 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
             run.backups.save(step)
         run.summaries.flush()
 
+    steady_seconds = time.perf_counter() - steady_start if steady_start is not None else 0.0
+    steady_images = (step - steady_first_step) * cfg.data.batch_size if steady_start else 0
     if run.chief:
         ckpt_lib.save_weights_atomic(run.model, run.path(FINAL_WEIGHTS))
         if best_step is None:
@@ -498,7 +514,12 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "best_auc_mean": best_auc,
         "best_step": best_step,
         "steps_to_threshold": metrics_lib.steps_to_threshold(history, tc.auc_thresholds),
-        "examples_per_second": (train_images / train_seconds) if train_seconds > 0 else None,
+        "examples_per_second": (
+            steady_images / steady_seconds if steady_images and steady_seconds > 0 else None
+        ),
+        "train_loop_examples_per_second": (
+            train_images / train_seconds if train_seconds > 0 else None
+        ),
         "wall_seconds": time.perf_counter() - wall_start,
         "versions": versions(),
         "seed": tc.seed,
