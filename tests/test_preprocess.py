@@ -75,34 +75,47 @@ def test_bad_mode_and_channels():
         preprocess.preprocess_image(image, image_size=4, channels=2, mode="unit")
 
 
-def _batch(n=4, size=16):
-    rng = np.random.default_rng(5)
-    return tf.constant(rng.uniform(0, 1, (n, size, size, 3)).astype(np.float32))
+def _image(size=16, seed=5):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.uniform(0, 1, (size, size, 3)).astype(np.float32))
 
 
-def test_augment_is_seeded_and_keeps_shape_and_range():
-    images = _batch()
-    a = augment.augment_batch(images, seed=tf.constant([1, 2]))
-    b = augment.augment_batch(images, seed=tf.constant([1, 2]))
-    c = augment.augment_batch(images, seed=tf.constant([1, 3]))
-    assert a.shape == images.shape
+@pytest.mark.parametrize("policy", ["default", "affine"])
+def test_augment_is_seeded_and_keeps_range(policy):
+    image, params = _image(), augment.get_policy(policy)
+    a = augment.augment_image(image, seed=tf.constant([1, 2]), size=12, params=params)
+    b = augment.augment_image(image, seed=tf.constant([1, 2]), size=12, params=params)
+    c = augment.augment_image(image, seed=tf.constant([1, 3]), size=12, params=params)
+    assert a.shape == (12, 12, 3)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert not np.allclose(a.numpy(), c.numpy())
-    assert not np.allclose(a.numpy(), images.numpy())
     assert a.numpy().min() >= 0.0 and a.numpy().max() <= 1.0
 
 
 def test_flip_policy_mirrors_exactly():
-    images = _batch(n=16)
+    image = _image()
     params = augment.get_policy("flip")
-    out = augment.augment_batch(images, seed=tf.constant([0, 7]), params=params).numpy()
     flipped = 0
-    for original, result in zip(images.numpy(), out, strict=True):
-        if np.allclose(result, original[:, ::-1], atol=1e-5):
+    for i in range(16):
+        out = augment.augment_image(image, seed=tf.constant([0, i]), size=16, params=params)
+        if np.allclose(out.numpy(), image.numpy()[:, ::-1], atol=1e-5):
             flipped += 1
         else:
-            np.testing.assert_allclose(result, original, atol=1e-5)
+            np.testing.assert_allclose(out.numpy(), image.numpy(), atol=1e-5)
     assert 0 < flipped < 16
+
+
+def test_rotation_turns_the_image():
+    image = np.zeros((33, 33, 1), np.float32)
+    image[16, 20:, 0] = 1.0  # a bar to the right of the centre
+    params = augment.AugmentParams(
+        flip=False, max_zoom=0.0, max_rotation_deg=90.0, max_brightness=0.0, max_contrast=0.0
+    )
+    out = augment.augment_image(
+        tf.constant(image), seed=tf.constant([0, 1]), size=33, params=params
+    )
+    assert out.numpy()[16, 20:, 0].mean() < 0.9  # moved off the horizontal line
+    np.testing.assert_allclose(out.numpy()[16, 16, 0], 1.0 if image[16, 16, 0] else 0.0)
 
 
 def test_unknown_augmentation():

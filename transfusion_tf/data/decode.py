@@ -63,19 +63,46 @@ def decode_image(encoded, *, channels: int | None = None, dtype: tf.DType | None
     return tf.cond(is_png(encoded), _png, _jpeg)
 
 
+def map_decoded(encoded: tf.Tensor, fn) -> tf.Tensor:
+    """Decodes PNG (8/16-bit) or JPEG at its stored bit depth and returns `fn(image, max_value)`.
+
+    `image` is uint8 (max_value 255.0) or uint16 (max_value 65535.0) [H, W, C] with the stored
+    channels; `fn` must return the same dtype and static shape for both, e.g. float32. This
+    lets later stages (crop-resize, augmentation) read the integer pixels directly instead of a
+    float copy, and works in graph mode.
+    """
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    png = is_png(encoded)
+    is_16_bit = tf.logical_and(png, tf.equal(png_bit_depth(encoded), 16))
+
+    def _uint16():
+        return fn(tf.io.decode_png(encoded, channels=0, dtype=tf.uint16), 65535.0)
+
+    def _uint8():
+        image = tf.cond(
+            png,
+            lambda: tf.io.decode_png(encoded, channels=0),
+            lambda: tf.io.decode_jpeg(encoded, channels=0),
+        )
+        return fn(image, 255.0)
+
+    return tf.cond(is_16_bit, _uint16, _uint8)
+
+
 def decode_unit_float(encoded: tf.Tensor) -> tf.Tensor:
     """Decodes PNG (8/16-bit) or JPEG bytes to float32 [H, W, C] in [0, 1], stored channels."""
-    encoded = tf.convert_to_tensor(encoded, tf.string)
+    return map_decoded(encoded, lambda image, max_value: tf.cast(image, tf.float32) / max_value)
 
-    def _png():
-        # Decoding as uint16 is exact for 8-bit PNGs too (libpng scales by 257).
-        image = tf.io.decode_png(encoded, channels=0, dtype=tf.uint16)
-        return tf.cast(image, tf.float32) / 65535.0
 
-    def _jpeg():
-        return tf.cast(tf.io.decode_jpeg(encoded, channels=0), tf.float32) / 255.0
-
-    return tf.cond(is_png(encoded), _png, _jpeg)
+def check_size(image: tf.Tensor, *, height: tf.Tensor, width: tf.Tensor, where: tf.Tensor):
+    """Asserts that a decoded image [H, W, C] has the stored size; returns it."""
+    shape = tf.shape(image, out_type=tf.int64)
+    size_ok = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
+    check = tf.debugging.Assert(
+        size_ok, ["decoded image size differs from the stored size in", where, shape], summarize=3
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(image)
 
 
 def check_encoded(encoded: tf.Tensor, *, where: tf.Tensor) -> tf.Tensor:
@@ -108,10 +135,4 @@ def checked_decode_unit_float(
     `height` x `width`. Returns float32 [H, W, C] in [0, 1].
     """
     image = decode_unit_float(check_encoded(encoded, where=where))
-    shape = tf.shape(image, out_type=tf.int64)
-    size_ok = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
-    check = tf.debugging.Assert(
-        size_ok, ["decoded image size differs from the stored size in", where, shape], summarize=3
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(image)
+    return check_size(image, height=height, width=width, where=where)

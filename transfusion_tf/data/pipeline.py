@@ -1,8 +1,8 @@
 """The tf.data input pipeline (SPEC D3), used by training, evaluation and the analyses.
 
     file list -> seeded file shuffle -> shard per input context -> parallel interleave
-    -> [train_examples subset] -> shuffle -> parse + decode + resize (parallel) -> batch
-    -> augment (batched, stateless) -> normalise -> prefetch
+    -> parse -> [train_examples subset] -> shuffle -> decode + augment (or resize)
+    + normalise (parallel, one map; stateless seeds from the element index) -> batch -> prefetch
 
 `build_dataset` yields dicts {"image": float32 [B, H, W, C], "labels": float32 [B, T],
 "mask": float32 [B, T], "example_id": string [B]}. `batch_size` is the global batch; with a
@@ -179,6 +179,7 @@ def build_dataset(
         return example
 
     def decode(example):
+        """Parsed example -> dict with "image" float32 [h, w, channels] in [0, 1]."""
         image = decode_lib.checked_decode_unit_float(
             example["image_bytes"],
             height=example["height"],
@@ -188,6 +189,45 @@ def build_dataset(
         image = preprocess_lib.prepare_unit(image, image_size=image_size, channels=channels)
         return {
             "image": image,
+            "labels": example["labels"],
+            "mask": example["mask"],
+            "example_id": example["example_id"],
+        }
+
+    def decode_augment(example, element_seed):
+        """Decodes at the stored bit depth and augments straight from the integer pixels."""
+        where = _where(example["file"], example["example_id"])
+
+        def augment_pixels(pixels, max_value):
+            pixels = decode_lib.check_size(
+                pixels, height=example["height"], width=example["width"], where=where
+            )
+            return augment_lib.augment_image(
+                preprocess_lib.to_channels(pixels, channels),
+                seed=element_seed,
+                size=image_size,
+                params=params,
+                max_value=max_value,
+            )
+
+        encoded = decode_lib.check_encoded(example["image_bytes"], where=where)
+        return decode_lib.map_decoded(encoded, augment_pixels)
+
+    def finish(index, example):
+        """Decodes (unless cached), augments with a per-element seed, normalises."""
+        element_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
+        if params is not None and not cache:
+            image = decode_augment(example, element_seed)
+        else:
+            if not cache:
+                example = decode(example)
+            image = example["image"]
+            if params is not None:
+                image = augment_lib.augment_image(
+                    image, seed=element_seed, size=image_size, params=params
+                )
+        return {
+            "image": preprocess_lib.normalize(image, mode=preprocess_mode),
             "labels": example["labels"],
             "mask": example["mask"],
             "example_id": example["example_id"],
@@ -234,24 +274,8 @@ def build_dataset(
         )
     else:
         ds = stream()
-    if not cache:
-        ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    ds = ds.enumerate().map(finish, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(per_replica_batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
-
-    mode = preprocess_mode
-    if params is not None:
-
-        def augment_and_normalize(index, batch):
-            step_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
-            image = augment_lib.augment_batch(batch["image"], seed=step_seed, params=params)
-            return {**batch, "image": preprocess_lib.normalize(image, mode=mode)}
-
-        ds = ds.enumerate().map(augment_and_normalize, num_parallel_calls=AUTOTUNE)
-    elif mode != "unit":
-        ds = ds.map(
-            lambda b: {**b, "image": preprocess_lib.normalize(b["image"], mode=mode)},
-            num_parallel_calls=AUTOTUNE,
-        )
     ds = ds.prefetch(AUTOTUNE).with_options(options)
     logging.info(
         "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s",
