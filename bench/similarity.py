@@ -11,9 +11,10 @@
 2. Streams 10^6 datapoints x (512 + 512) features in batches through `CovarianceAccumulator`
    and reports time and peak traced memory (the data is generated batch by batch, never held).
 
-Targets: differences <= 1e-6, ours >= 2x faster, streaming peak < 1 GB. The last line printed
-is one JSON object with every figure; `ratio` is our throughput over google/svcca's on
-SVCCA + PWCCA together.
+Targets: differences <= 1e-6, ours >= 2x faster, streaming peak < 1 GB. The comparison runs
+with --blas_threads BLAS threads (threadpoolctl, a scikit-learn dependency) for both sides.
+The last line printed is one JSON object with every figure; `ratio` is our throughput over
+google/svcca's on SVCCA + PWCCA together.
 
   python bench/similarity.py --svcca_dir=PATH_TO_SVCCA_CHECKOUT
 """
@@ -27,6 +28,7 @@ import time
 import tracemalloc
 
 import numpy as np
+import threadpoolctl
 from absl import app, flags
 
 from transfusion_tf.analysis import cca
@@ -34,14 +36,20 @@ from transfusion_tf.analysis.streaming import CovarianceAccumulator
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("svcca_dir", None, "A checkout of google/svcca (holds cca_core.py, pwcca.py).")
-flags.DEFINE_integer("examples", 20000, "Datapoints of the comparison activations.")
-flags.DEFINE_integer("features", 256, "Neurons per side of the comparison activations.")
+flags.DEFINE_integer("examples", 10000, "Datapoints of the comparison activations.")
+flags.DEFINE_integer("features", 128, "Neurons per side of the comparison activations.")
 flags.DEFINE_integer("svcca_dims", 32, "SVCCA directions kept per side.")
 flags.DEFINE_integer("repeats", 3, "Timing repeats (the best is reported).")
 flags.DEFINE_integer("stream_rows", 1_000_000, "Datapoints streamed through the accumulator.")
 flags.DEFINE_integer("stream_features", 512, "Features per side in the streaming test.")
 flags.DEFINE_integer("stream_batch", 8192, "Rows per streamed batch.")
 flags.DEFINE_integer("seed", 0, "Seed of the synthetic activations.")
+flags.DEFINE_integer(
+    "blas_threads",
+    1,
+    "BLAS threads while timing ours against google/svcca (both alike); on a shared machine "
+    "spinning BLAS threads make timings noisy. 0 = the library default.",
+)
 
 
 def related_activations(rng, n: int, p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +161,11 @@ def main(argv: list[str]) -> None:
         "svcca_dims": FLAGS.svcca_dims,
     }
     if FLAGS.svcca_dir and os.path.isfile(os.path.join(FLAGS.svcca_dir, "cca_core.py")):
-        figures.update(compare_with_svcca(FLAGS.svcca_dir, x, y, FLAGS.svcca_dims, FLAGS.repeats))
+        with threadpoolctl.threadpool_limits(limits=FLAGS.blas_threads or None, user_api="blas"):
+            figures.update(
+                compare_with_svcca(FLAGS.svcca_dir, x, y, FLAGS.svcca_dims, FLAGS.repeats)
+            )
+        figures["blas_threads"] = FLAGS.blas_threads
         s = figures["seconds"]
         print(
             f"SVCCA: ours {s['svcca_ours']:.3f}s, google/svcca {s['svcca_google']:.3f}s "

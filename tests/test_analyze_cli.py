@@ -42,6 +42,7 @@ def batch(tmp_path_factory):
     np.save(root / "b.npy", a[:, :6] @ rng.normal(size=(6, 9)) + rng.normal(size=(200, 9)))
     np.save(root / "short.npy", a[:150])
     np.save(root / "cube.npy", np.zeros((10, 2, 2)))
+    np.savez(root / "pair.npz", a=a, b=a)
     wd = {n: str(root / n) for n in ("r0", "r1", "t0", "r0_copy", "no_weights")}
     out = root / "out"
 
@@ -78,6 +79,9 @@ def batch(tmp_path_factory):
         ),
         "bad_ndim": analyze(
             "x", "--mode=arrays", f"--a={root / 'cube.npy'}", f"--b={root / 'b.npy'}"
+        ),
+        "bad_npz": analyze(
+            "x", "--mode=arrays", f"--a={root / 'pair.npz'}", f"--b={root / 'b.npy'}"
         ),
         "bad_no_b": analyze("x", "--mode=arrays", f"--a={root / 'a.npy'}"),
         "bad_svcca_dims": analyze(
@@ -235,6 +239,7 @@ def test_arrays_mode_reports_every_measure(batch):
         ("bad_missing_npy", "none.npy not found"),
         ("bad_examples", "has 200 examples but"),
         ("bad_ndim", "must be 2-D"),
+        ("bad_npz", "expected one array (.npy)"),
         ("bad_no_b", "needs --a and --b"),
         ("bad_svcca_dims", "--svcca_dims='most'"),
         ("bad_mode", "mode"),

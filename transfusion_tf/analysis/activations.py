@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tqdm import tqdm
 
 from transfusion_tf import config as config_lib
 from transfusion_tf.analysis.streaming import CovarianceAccumulator
@@ -262,7 +263,8 @@ def pairwise_unit_similarity(
         tuple(p): {} for p in pairs
     }
     seen = 0
-    for batch in images:
+    # disable=None: a progress bar on a terminal only.
+    for batch in tqdm(images, desc="activations", unit="batch", disable=None):
         outputs = {k: extractors[k](batch) for k in needed}
         for i, j in pairs:
             for unit in unit_names:

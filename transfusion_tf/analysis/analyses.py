@@ -731,7 +731,9 @@ def load_activations(path: str) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise ValueError(f"{path}: not a readable .npy array ({err})") from err
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{path}: expected one array (.npy), got {type(array).__name__}")
+    if array.dtype.kind not in "biuf":
         raise ValueError(f"{path}: expected a numeric array, got dtype {array.dtype}")
     if array.ndim != 2:
         raise ValueError(

@@ -139,35 +139,29 @@ def _run_mode() -> dict:
     return analyses.init_vs_final(**common)
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _summary(payload: dict) -> str:
+    """A few lines for the terminal; the files hold everything."""
     mode = payload["mode"]
     if mode == "arrays":
         keys = [k for k in measures.MEASURES.names() if k in payload]
         return json.dumps({k: payload[k] for k in keys}, indent=2)
     if mode == "compare":
         return json.dumps(payload["groups"]["by_kind"], indent=2)
-    if mode == "init_vs_final":
-        m = payload["primary_measure"]
-        lines = [
-            f"{r['run']}: "
-            + ", ".join(
-                f"{u}={'n/a' if v[m] is None else format(v[m], '.3f')}"
-                for u, v in r["units"].items()
-            )
-            for r in payload["runs"]
-        ]
-        return "\n".join(lines)
-    if mode == "weight_change":
-        return "\n".join(
-            f"{r['run']}: "
-            + ", ".join(
-                f"{u}={'n/a' if v is None else format(v, '.3g')}" for u, v in r["units"].items()
-            )
-            for r in payload["runs"]
-        )
-    return "\n".join(
-        f"{r['run']}: conv1 relative change {r['relative_change']}" for r in payload["runs"]
-    )
+    lines = []
+    for r in payload["runs"]:
+        if mode == "init_vs_final":
+            m = payload["primary_measure"]
+            cells = [f"{u}={_fmt(v[m], '.3f')}" for u, v in r["units"].items()]
+        elif mode == "weight_change":
+            cells = [f"{u}={_fmt(v, '.3g')}" for u, v in r["units"].items()]
+        else:
+            cells = [f"conv1 relative change {_fmt(r['relative_change'], '.3g')}"]
+        lines.append(f"{r['run']}: " + ", ".join(cells))
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
