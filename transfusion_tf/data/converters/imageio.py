@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from transfusion_tf.data import encode
-from transfusion_tf.data.converters import dicom
 
 JPEG_QUALITY = 95
 
@@ -128,6 +127,9 @@ def _process(task: ImageTask) -> EncodedImage:
         if not os.path.isfile(path):
             return EncodedImage(index=task.index, error="missing file")
         if path.lower().endswith(".dcm"):
+            # Imported on first use: pydicom is the slowest import of a worker's start-up.
+            from transfusion_tf.data.converters import dicom
+
             raw, fmt = None, "DICOM"
             try:
                 arr = dicom.read_dicom(path)
@@ -154,6 +156,9 @@ def _process(task: ImageTask) -> EncodedImage:
                     channels=channels,
                     encoding="jpeg" if fmt == "JPEG" else "png",
                 )
+            if task.image_size is not None and image.mode in ("L", "RGB"):
+                size = (task.image_size, task.image_size)
+                image = image.resize(size, Image.BILINEAR)  # same as resize_array, one copy less
             arr = _pil_to_array(image)
     if task.image_size is not None:
         arr = resize_array(arr, task.image_size)
