@@ -72,11 +72,12 @@ def test_parse_label_unknown_value_names_the_place(cell):
 
 def test_read_csv_checks_columns_and_skips_blank_lines(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text("\ufeffpath,Edema\nx.png,1\n\n y.png ,0\n", encoding="utf-8")
+    path.write_text("\ufeffpath,Edema\nx.png,1\n\n y.png ,0\nz.png\n", encoding="utf-8")
     table = base.read_csv(str(path), required=["path", "Edema"])
     assert table.columns == ["path", "Edema"]
-    assert [line for line, _ in table.rows] == [2, 4]
+    assert [line for line, _ in table.rows] == [2, 4, 5]
     assert table.rows[1][1]["Edema"] == "0"
+    assert table.rows[2][1] == {"path": "z.png", "Edema": ""}  # short row: blank cells
     with pytest.raises(base.ConversionError, match=r"a\.csv: missing required column.*'level'"):
         base.read_csv(str(path), required=["level"])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfusion_tf.data import decode, layouts, schema, synthetic
+from transfusion_tf.data import decode, layouts, pipeline, schema, synthetic
 from transfusion_tf.data import info as info_lib
 from transfusion_tf.data.converters import base, dicom, registry
 
@@ -68,6 +68,25 @@ def test_read_dicom_recovers_the_image(tmp_path, variant):
     assert dicom.read_patient_id(path) == "p7"
 
 
+def test_read_dicom_applies_a_voi_lut(tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    image = synthetic.sample_cxr(1, seed=0, size=24).image
+    ds, _ = layouts.dicom_dataset(image, patient_id="p", variant=1, uid_seed="lut")
+    del ds.WindowCenter, ds.WindowWidth
+    ds.RescaleIntercept = "0"
+    lut = Dataset()
+    lut.add_new("LUTDescriptor", "US", [4096, 0, 16])
+    ramp = np.round(np.linspace(0, 65535, 4096))
+    lut.add_new("LUTData", "OW", ramp.astype("<u2").tobytes())
+    ds.VOILUTSequence = Sequence([lut])
+    ds.save_as(str(tmp_path / "lut.dcm"), enforce_file_format=True)
+    out = dicom.read_dicom(str(tmp_path / "lut.dcm"))
+    assert out.dtype == np.uint16
+    np.testing.assert_allclose(out[..., 0] / 65535.0, image / 255.0, atol=0.01)
+
+
 def test_unreadable_dicom_files(tmp_path):
     (tmp_path / "junk.dcm").write_bytes(b"\x00" * 200)
     with pytest.raises(dicom.DicomError, match=r"junk\.dcm"):
@@ -101,6 +120,23 @@ def test_csv_manifest_of_dicom_files(dicom_raw, tmp_path):
         pixels = decode.decode_image(ex["image_bytes"]).numpy()
         assert pixels.dtype == (np.uint8 if i % 3 == 2 else np.uint16)  # 8-bit files stay 8-bit
     assert set(patient_split.values()) == {"train", "valid", "test"}
+    # 16-bit and 8-bit PNGs side by side go through the input pipeline.
+    ds = pipeline.build_dataset(
+        dataset_dir=str(tmp_path),
+        split="train",
+        batch_size=32,
+        image_size=32,
+        channels=1,
+        training=False,
+    )
+    batch = next(iter(ds.as_numpy_iterator()))
+    assert batch["image"].shape == (info["splits"]["train"]["num_examples"], 32, 32, 1)
+    for image, example_id in zip(batch["image"], batch["example_id"], strict=True):
+        original = got[example_id.decode()][1]
+        pixels = decode.decode_image(original["image_bytes"]).numpy()
+        np.testing.assert_allclose(
+            image[..., 0], pixels[..., 0] / np.iinfo(pixels.dtype).max, atol=1e-3
+        )
 
 
 def test_folder_of_dicom_files_takes_patient_ids_from_the_tags(dicom_raw, tmp_path):

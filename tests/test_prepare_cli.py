@@ -27,8 +27,14 @@ def run(module, *args):
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_raw")
-    done = run("synth", "--layout=chexpert", f"--output_dir={root}", "--num_examples=15",
-               "--image_size=16", "--seed=5")  # fmt: skip
+    done = run(
+        "synth",
+        "--layout=chexpert",
+        f"--output_dir={root}",
+        "--num_examples=15",
+        "--image_size=16",
+        "--seed=5",
+    )
     assert done.returncode == 0, done.stderr
     assert "convert with: transfusion-prepare --format=chexpert --input=" in done.stdout
     return root / "CheXpert-v1.0-small"
@@ -36,9 +42,17 @@ def raw(tmp_path_factory):
 
 def test_prepare_end_to_end_on_two_workers(raw, tmp_path):
     out = tmp_path / "ds"
-    done = run("prepare", "--format=chexpert", f"--input={raw}", f"--output_dir={out}",
-               "--workers=2", "--image_size=12", "--strict", "--uncertain_policy=ones",
-               "--num_shards=2")  # fmt: skip
+    done = run(
+        "prepare",
+        "--format=chexpert",
+        f"--input={raw}",
+        f"--output_dir={out}",
+        "--workers=2",
+        "--image_size=12",
+        "--strict",
+        "--uncertain_policy=ones",
+        "--num_shards=2",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"dataset written to {out}" in done.stdout
     assert "positives / labelled" in done.stdout and "skipped inputs: 0" in done.stdout
@@ -52,8 +66,15 @@ def test_prepare_end_to_end_on_two_workers(raw, tmp_path):
 
 
 def test_prepare_synthetic(tmp_path):
-    done = run("prepare", "--format=synthetic", "--synthetic_kind=cxr", "--num_examples=12",
-               "--image_size=16", f"--output_dir={tmp_path}", "--workers=1")  # fmt: skip
+    done = run(
+        "prepare",
+        "--format=synthetic",
+        "--synthetic_kind=cxr",
+        "--num_examples=12",
+        "--image_size=16",
+        f"--output_dir={tmp_path}",
+        "--workers=1",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["source_format"] == "synthetic_cxr" and len(info["tasks"]) == 5

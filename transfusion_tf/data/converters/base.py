@@ -217,7 +217,8 @@ def read_csv(path: str, *, required: Iterable[str] = ()) -> CsvTable:
                         f"{path}:{reader.line_num}: row has {len(row)} cells but the header "
                         f"has {len(columns)}"
                     )
-                cells = dict(zip(columns, row, strict=False))
+                # A short row (trailing cells left out) reads its missing cells as blank.
+                cells = {c: (row[i] if i < len(row) else "") for i, c in enumerate(columns)}
                 rows.append((reader.line_num, cells))
     except UnicodeDecodeError as err:
         raise ConversionError(f"{path}: not a UTF-8 text CSV ({err})") from None

@@ -54,7 +54,11 @@ def _to_unit_range(arr: np.ndarray, ds: pydicom.Dataset, *, path: str) -> np.nda
     has_voi_lut = bool(ds.get("VOILUTSequence"))
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
     if has_voi_lut:
-        values = np.asarray(pydicom.pixels.apply_voi_lut(values, ds, prefer_lut=True), np.float64)
+        # A LUT is indexed by integer values; rescaled stored values usually still are integers.
+        lut_input = values.astype(np.int64) if np.all(values == np.round(values)) else values
+        values = np.asarray(
+            pydicom.pixels.apply_voi_lut(lut_input, ds, prefer_lut=True), dtype=np.float64
+        )
         lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
     elif has_window:
         try:

@@ -19,7 +19,7 @@ REFERABLE_GRADE = 2
 GRADE_TASKS = tuple(f"dr_grade_{g}" for g in range(5))
 DR_TASKS = ("referable_dr", *GRADE_TASKS)
 DEFAULT_TASKS = ("referable_dr",)
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm")
 
 _EYE_RE = re.compile(r"^(?P<patient>.+)_(?:left|right)$")
 
