@@ -121,3 +121,10 @@ def test_cli_bad_seeds_and_arguments(tmp_path):
     assert proc.returncode != 0 and "unexpected arguments: extra" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_source_quality_sentence_follows_the_auc():
+    assert "close to chance" in demo.source_quality({"final_auc_mean": 0.52})
+    assert "0.520" in demo.source_quality({"final_auc_mean": 0.52})
+    assert "learned features" in demo.source_quality({"final_auc_mean": 0.83})
+    assert "undefined" in demo.source_quality({"final_auc_mean": None})

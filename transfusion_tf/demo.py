@@ -84,8 +84,8 @@ def demo_settings(*, quick: bool, seeds: Sequence[int] | None = None) -> DemoSet
             natural_examples=300,
             fundus_examples=300,
             batch_size=32,
-            source_steps=60,
-            target_steps=40,
+            source_steps=40,
+            target_steps=30,
             eval_every_steps=10,
             optimizer="adam",
             learning_rate=0.003,
@@ -99,12 +99,12 @@ def demo_settings(*, quick: bool, seeds: Sequence[int] | None = None) -> DemoSet
             model="cbr_tiny",
             widths=(16, 32, 64, 128),
             image_size=48,
-            natural_examples=1200,
-            fundus_examples=1200,
+            natural_examples=1000,
+            fundus_examples=1000,
             batch_size=32,
-            source_steps=240,
-            target_steps=120,
-            eval_every_steps=12,
+            source_steps=200,
+            target_steps=100,
+            eval_every_steps=10,
             optimizer="adam",
             learning_rate=0.003,
             seeds=(0, 1),
@@ -484,10 +484,11 @@ def run_demo(
                 "",
                 f"Target task: `referable_dr` on `synthetic_fundus` ({settings.fundus_examples} "
                 f"images at {settings.image_size} px); model `{settings.model}` with widths "
-                f"{list(settings.widths)}; {settings.target_steps} SGD steps per run, seeds "
+                f"{list(settings.widths)}; {settings.target_steps} {settings.optimizer} steps per "
+                f"run (learning rate {settings.learning_rate}, the same for every init), seeds "
                 f"{list(settings.seeds)}; source model trained {settings.source_steps} steps on "
                 f"`synthetic_natural` ({len(natural_tasks)} classes, final validation mean AUC "
-                f"{_num(source_results['final_auc_mean'])}).",
+                f"{_num(source_results['final_auc_mean'])}). {source_quality(source_results)}",
                 "",
                 "### What this run found",
                 "",
@@ -539,6 +540,19 @@ def run_demo(
 def metric_key(threshold: float) -> str:
     """The key a threshold has in results.json's steps_to_threshold."""
     return metrics_lib.format_threshold(threshold)
+
+
+def source_quality(source_results: dict[str, Any]) -> str:
+    """A sentence on how much the source model learned, from its validation AUC."""
+    auc = source_results.get("final_auc_mean")
+    if auc is None:
+        return "Its validation AUC is undefined, so what it learned is unknown."
+    if auc < 0.6:
+        return (
+            f"At AUC {auc:.3f} the source model is close to chance, so 'transfer' here mostly "
+            "carries the scale of its weights rather than learned features."
+        )
+    return f"At AUC {auc:.3f} the source model has learned features worth transferring."
 
 
 def _num(value: float | None) -> str:

@@ -131,8 +131,11 @@ def _analysis_section(analysis_dirs: Sequence[str], output_dir: str) -> tuple[st
             raise FileNotFoundError(f"analysis directory {adir} does not exist")
         name = figures.slug(os.path.basename(os.path.normpath(adir)))
         lines.append(f"### {os.path.basename(os.path.normpath(adir))}\n")
-        found = False
-        for root, _, files in sorted(os.walk(adir)):
+        images, tables_found = [], []
+        for root, dirs, files in os.walk(adir):
+            dirs.sort()
+            if "tensorboard" in dirs:
+                dirs.remove("tensorboard")
             for fname in sorted(files):
                 src = os.path.join(root, fname)
                 rel = os.path.relpath(src, adir)
@@ -141,15 +144,14 @@ def _analysis_section(analysis_dirs: Sequence[str], output_dir: str) -> tuple[st
                     os.makedirs(os.path.dirname(dst), exist_ok=True)
                     shutil.copyfile(src, dst)
                     copied.append(dst)
-                    link = os.path.relpath(dst, output_dir)
-                    lines.append(f"![{rel}]({link})\n")
-                    found = True
+                    images.append(f"![{rel}]({os.path.relpath(dst, output_dir)})\n")
                 elif fname.endswith((".csv", ".json")):
-                    lines.append(f"- table `{rel}` (in `{adir}`)")
-                    found = True
-        if not found:
-            lines.append("(no figures or tables found)")
-        lines.append("")
+                    tables_found.append(f"`{rel}`")
+        lines += images
+        if tables_found:
+            lines.append(f"Tables in `{adir}`: {', '.join(tables_found)}.\n")
+        if not images and not tables_found:
+            lines.append("(no figures or tables found)\n")
     return "\n".join(lines), copied
 
 
