@@ -40,19 +40,23 @@ def test_quick_demo_end_to_end(quick_demo):
     # every run finished and logged to TensorBoard under one root
     for label in labels:
         for seed in settings.seeds:
-            workdir = out / "runs" / f"fundus_{label}_s{seed}"
+            workdir = out / "runs" / "quick" / f"fundus_{label}_s{seed}"
             results = json.loads((workdir / "results.json").read_text())
             assert results["train_steps"] == settings.target_steps
             assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
-    source = out / "runs" / "source_natural_cbr_tiny"
+    source = out / "runs" / "quick" / "source_natural_cbr_tiny"
     assert (source / "weights" / "final.weights.h5").exists()
     stats = json.loads((out / "source_stats.json").read_text())
     assert stats
     # transfer copied the source, meanvar used its statistics file
-    report = json.loads((out / "runs" / "fundus_transfer_s0" / "init_report.json").read_text())
+    report = json.loads(
+        (out / "runs" / "quick" / "fundus_transfer_s0" / "init_report.json").read_text()
+    )
     hows = {row["how"] for row in report["rows"]}
     assert "copied" in hows and "new_head" in hows
-    report = json.loads((out / "runs" / "fundus_meanvar_s0" / "init_report.json").read_text())
+    report = json.loads(
+        (out / "runs" / "quick" / "fundus_meanvar_s0" / "init_report.json").read_text()
+    )
     assert "meanvar" in {row["how"] for row in report["rows"]}
 
     # the SavedModel of the best run loads in this process and serves probabilities
@@ -69,7 +73,7 @@ def test_quick_demo_end_to_end(quick_demo):
 
     # analyses and the report
     for mode in ("compare", "init_vs_final", "filters", "weight_change"):
-        assert glob.glob(str(out / "analysis" / mode / "*.png")), mode
+        assert glob.glob(str(out / "analysis" / "quick" / mode / "*.png")), mode
     text = (out / "report.md").read_text()
     assert "stand-in for ImageNet" in text
     assert "## Test split" in text and "## Steps to AUC threshold" in text

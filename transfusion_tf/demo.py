@@ -318,10 +318,13 @@ def run_demo(
     """
     settings = demo_settings(quick=quick, seeds=seeds)
     timer = _Timer()
-    logging.info("transfusion demo (%s mode) in %s", "quick" if quick else "default", output_dir)
+    logging.info("transfusion demo (%s) in %s", "quick mode" if quick else "default", output_dir)
     logging.info("%s", STAND_IN_NOTE)
     os.makedirs(output_dir, exist_ok=True)
-    runs_dir = os.path.join(output_dir, "runs")
+    # Quick and default runs differ in config, so each mode keeps its own workdirs (a workdir
+    # refuses another config); a rerun of the same mode finds its runs finished and reuses them.
+    mode = "quick" if quick else "default"
+    runs_dir = os.path.join(output_dir, "runs", mode)
     data_dir = os.path.join(output_dir, "data")
 
     natural_dir, fundus_dir = timer.stage(
@@ -394,7 +397,7 @@ def run_demo(
 
     timer.stage("3. target runs on synthetic_fundus", train_targets)
 
-    eval_dir = os.path.join(output_dir, "evaluation")
+    eval_dir = os.path.join(output_dir, "evaluation", mode)
 
     def evaluate_all() -> dict[str, dict[str, Any]]:
         out = {}
@@ -441,10 +444,12 @@ def run_demo(
 
     exported = timer.stage("5. SavedModel export and reload", export)
 
-    analysis_dir = os.path.join(output_dir, "analysis")
+    analysis_dir = os.path.join(output_dir, "analysis", mode)
     spec = act.ActivationSpec(split="valid", num_examples=settings.analysis_examples)
 
     def analyse() -> list[str]:
+        if os.path.exists(analysis_dir):
+            shutil.rmtree(analysis_dir)  # an earlier demo's outputs; the report lists the dir
         seed0 = settings.seeds[0]
         pair_runs = [
             workdirs[f"{lbl}_s{s}"] for lbl in ("random", "transfer") for s in settings.seeds
@@ -520,7 +525,7 @@ def run_demo(
 
     report, answers = timer.stage("7. report", write_report)
     summary = {
-        "mode": "quick" if quick else "default",
+        "mode": mode,
         "report": report.markdown_path,
         "saved_model": exported["path"],
         "tensorboard_root": output_dir,
