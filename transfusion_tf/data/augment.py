@@ -1,19 +1,37 @@
 """Train-time augmentation (SPEC D3): cheap, seeded, stateless, one image at a time.
 
-`augment_image` takes a float32 image [H, W, C] in [0, 1] and returns [size, size, C] in [0, 1]:
+`augment_pixels` takes a decoded image [H, W, C] (uint8 / uint16 pixels, or float in [0, 1])
+and returns float32 [size, size, C], already scaled by a `preprocess.Normalization`:
   - horizontal flip (p = 0.5);
   - random zoom and shift as one random crop (side 1 - max_zoom .. 1 of the image, anywhere
-    inside it) resized bilinearly to `size`; this is also the resize to the model input, so
-    on shards stored larger than the model it costs nothing extra;
+    inside it) resized bilinearly to `size`; this is also the resize to the model input;
   - optional small rotation (policy "affine"): one `ImageProjectiveTransformV3` call;
-  - brightness and contrast jitter (a per-image affine map around mid-gray), clipped to [0, 1].
-Every random number comes from `tf.random.stateless_*` with a seed [2] derived from the dataset
-seed and the element index, so a seeded pipeline augments the same way on every run.
+  - brightness and contrast jitter (a per-image affine map around mid-gray), saturated to
+    [0, 1] at the stored pixels, i.e. before the resampling.
+`augment_image` is the same with the "unit" normalisation: float32 in [0, 1].
 
-Why rotation is not in the default: on CPU the projective warp of a 224 px image costs about
-twice the PNG decode itself (measured on 2 cores), which would cut the pipeline to a fraction
-of the decode-only floor (SPEC P1); `tf.image.crop_and_resize` costs about one decode, so
-the zoom is a plain slice + `tf.image.resize` instead.
+Every random number comes from one `tf.random.stateless_uniform` draw with a seed [2] derived
+from the dataset seed and the element index, so a seeded pipeline augments the same way on
+every run.
+
+Cost (SPEC P1: the pipeline must keep >= 0.8x the decode-only throughput). On CPU every op on
+a full float image costs 5-20% of a 224 px PNG decode, so the order of operations is chosen
+to touch the pixels as few times as possible:
+  1. crop (a slice) and flip (a reverse) on the integer pixels, a quarter of the float bytes;
+     caffe's RGB -> BGR order is folded into the flip (reversing the flattened [W * 3] rows
+     flips and reverses the channels in one op);
+  2. integer -> float, contrast, brightness and the scalar part of the normalisation as one
+     `Dequantize` op (a cast with an affine map), then one clip: colour jitter saturates at
+     the pixel level, and bilinear weights are convex, so the resampled image stays in range;
+  3. one bilinear resize to `size` (skipped when the crop already has that size), with
+     antialiasing only when shrinking.
+The per-channel part of a normalisation (caffe's means, torch's means and stds) is left to
+`preprocess.Normalization.apply_channels`, which the pipeline runs once per batch.
+Measured alternatives that lose: `tf.image.crop_and_resize` over the batch costs ~3x a
+`ResizeBilinear` from float input; a negative-stride slice costs about a PNG decode; per-
+channel broadcasts ([..., 3] operands) and channel gathers cost 3-10x a scalar multiply-add;
+`ImageProjectiveTransformV3` costs about two PNG decodes (hence rotation is not in the
+default policy).
 """
 
 from __future__ import annotations
@@ -22,6 +40,8 @@ import dataclasses
 import math
 
 import tensorflow as tf
+
+from transfusion_tf.data import preprocess as preprocess_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +62,55 @@ AUGMENT_POLICIES: dict[str, AugmentParams | None] = {
     "none": None,
 }
 
+IDENTITY = AugmentParams(
+    flip=False, max_zoom=0.0, max_rotation_deg=0.0, max_brightness=0.0, max_contrast=0.0
+)
+
 
 def get_policy(name: str) -> AugmentParams | None:
     """The AugmentParams of policy `name` (None for "none"); unknown names raise ValueError."""
     if name not in AUGMENT_POLICIES:
         raise ValueError(f"unknown augmentation {name!r}; choose one of {list(AUGMENT_POLICIES)}")
     return AUGMENT_POLICIES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """The random choices for one image (scalar tensors): crop box, flip, angle, colour."""
+
+    top: tf.Tensor
+    left: tf.Tensor
+    crop_h: tf.Tensor
+    crop_w: tf.Tensor
+    flip: tf.Tensor
+    angle: tf.Tensor
+    contrast: tf.Tensor
+    brightness: tf.Tensor
+
+
+def draw(seed: tf.Tensor, *, height: tf.Tensor, width: tf.Tensor, params: AugmentParams) -> Draw:
+    """Draws the augmentation of one height x width image from `seed` (int [2]).
+
+    One `stateless_uniform` call gives all seven numbers, so the same seed and image size
+    always give the same crop, flip, angle and colour map.
+    """
+    u = tf.random.stateless_uniform([7], seed=tf.cast(seed, tf.int64))
+    side = 1.0 - params.max_zoom * u[1]
+    crop_h = tf.maximum(tf.cast(tf.round(side * tf.cast(height, tf.float32)), tf.int32), 1)
+    crop_w = tf.maximum(tf.cast(tf.round(side * tf.cast(width, tf.float32)), tf.int32), 1)
+    top = tf.cast(u[2] * tf.cast(height - crop_h + 1, tf.float32), tf.int32)
+    left = tf.cast(u[3] * tf.cast(width - crop_w + 1, tf.float32), tf.int32)
+    limit = math.radians(params.max_rotation_deg)
+    return Draw(
+        top=tf.minimum(top, height - crop_h),
+        left=tf.minimum(left, width - crop_w),
+        crop_h=crop_h,
+        crop_w=crop_w,
+        flip=tf.logical_and(tf.constant(params.flip), u[0] < 0.5),
+        angle=limit * (2.0 * u[4] - 1.0),
+        contrast=1.0 + params.max_contrast * (2.0 * u[5] - 1.0),
+        brightness=params.max_brightness * (2.0 * u[6] - 1.0),
+    )
 
 
 def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
@@ -70,6 +133,94 @@ def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
     )[0]
 
 
+def flip_and_order(
+    crop: tf.Tensor, *, flip: tf.Tensor, reverse_channels: bool, channels: int
+) -> tf.Tensor:
+    """Mirrors [h, w, C] left-right when `flip`; reverses the channel order if asked.
+
+    A flip with reversed channels is one reverse of the flattened [h, w * C] rows.
+    """
+    if not reverse_channels or channels == 1:
+        return tf.cond(flip, lambda: tf.reverse(crop, [1]), lambda: crop)
+    shape = tf.shape(crop)
+
+    def flip_reverse():
+        rows = tf.reshape(crop, [shape[0], shape[1] * channels])
+        return tf.reshape(tf.reverse(rows, [1]), shape)
+
+    return tf.cond(flip, flip_reverse, lambda: tf.reverse(crop, [2]))
+
+
+def scale_shift(pixels: tf.Tensor, *, scale: tf.Tensor, offset: tf.Tensor, max_value: float):
+    """float32 `pixels * scale / max_value + offset` in one op for uint8 / uint16 pixels.
+
+    Integer pixels go through `Dequantize` (a cast with an affine map, as cheap as a plain
+    cast); float pixels (max_value 1) through one multiply-add.
+    """
+    if pixels.dtype in (tf.uint8, tf.uint16):
+        quantized = tf.quint8 if pixels.dtype == tf.uint8 else tf.quint16
+        return tf.raw_ops.Dequantize(
+            input=tf.bitcast(pixels, quantized),
+            min_range=offset,
+            max_range=offset + scale,
+            mode="MIN_COMBINED",
+        )
+    return tf.cast(pixels, tf.float32) * (scale / max_value) + offset
+
+
+def augment_pixels(
+    pixels: tf.Tensor,
+    *,
+    seed: tf.Tensor,
+    size: int,
+    params: AugmentParams,
+    normalization: preprocess_lib.Normalization,
+    max_value: float = 1.0,
+) -> tf.Tensor:
+    """Augments and scales one image [H, W, C] to float32 [size, size, C] (see module doc).
+
+    `pixels` are uint8 (max_value 255), uint16 (max_value 65535) or float in [0, 1]
+    (max_value 1) with C = normalization.channels. The output is
+    `normalization.apply_channels(output)`-ready: [0, 1] colour-jittered values mapped by the
+    scalar part of the normalisation (for "unit": [0, 1] itself). The same pixels and seed
+    give the same output.
+    """
+    channels = normalization.channels
+    shape = tf.shape(pixels)
+    d = draw(seed, height=shape[0], width=shape[1], params=params)
+    crop = tf.slice(pixels, tf.stack([d.top, d.left, 0]), tf.stack([d.crop_h, d.crop_w, -1]))
+    crop = flip_and_order(
+        crop, flip=d.flip, reverse_channels=normalization.reverse_channels, channels=channels
+    )
+    # Colour jitter (x - 0.5) * contrast + 0.5 + brightness, then the scalar normalisation
+    # y * s + o, as one affine map of the pixels; saturating at 0 and 1 before it is the clip
+    # to [o, s + o] after it (s > 0).
+    s, o = normalization.scale, normalization.offset
+    unit_scale = d.contrast
+    unit_offset = 0.5 - 0.5 * d.contrast + d.brightness
+    image = scale_shift(crop, scale=unit_scale * s, offset=unit_offset * s + o, max_value=max_value)
+    image = tf.clip_by_value(image, o, s + o)
+
+    def resize():
+        shrink = tf.maximum(d.crop_h, d.crop_w) > size
+        return tf.cond(
+            shrink,
+            lambda: tf.clip_by_value(
+                tf.image.resize(image, [size, size], antialias=True), o, s + o
+            ),
+            lambda: tf.raw_ops.ResizeBilinear(
+                images=image[None], size=[size, size], half_pixel_centers=True
+            )[0],
+        )
+
+    same = tf.logical_and(tf.equal(d.crop_h, size), tf.equal(d.crop_w, size))
+    out = tf.cond(same, lambda: image, resize)
+    if params.max_rotation_deg:
+        out = tf.clip_by_value(_rotate(out, d.angle), o, s + o)
+    out.set_shape([size, size, channels])
+    return out
+
+
 def augment_image(
     image: tf.Tensor,
     *,
@@ -80,39 +231,17 @@ def augment_image(
 ) -> tf.Tensor:
     """Augments an image [H, W, C] to float32 [size, size, C] in [0, 1]; `seed` is int [2].
 
-    `image` is float in [0, 1] (max_value 1) or uint8/uint16 pixels (max_value 255 / 65535),
-    cropped and flipped as integers, so the only float copy is the resized output; scaling,
-    contrast and brightness are one multiply-add. The same image and seed give the same output.
+    `image` is float in [0, 1] (max_value 1) or uint8/uint16 pixels (max_value 255 / 65535).
+    The same image and seed give the same output.
     """
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
     channels = image.shape[-1]
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    side = tf.random.stateless_uniform([], seed=seeds[1], minval=1.0 - params.max_zoom, maxval=1.0)
-    crop_h = tf.maximum(tf.cast(tf.round(side * tf.cast(height, tf.float32)), tf.int32), 1)
-    crop_w = tf.maximum(tf.cast(tf.round(side * tf.cast(width, tf.float32)), tf.int32), 1)
-    where = tf.random.stateless_uniform([2], seed=seeds[2])
-    top = tf.cast(where[0] * tf.cast(height - crop_h + 1, tf.float32), tf.int32)
-    left = tf.cast(where[1] * tf.cast(width - crop_w + 1, tf.float32), tf.int32)
-    crop = tf.slice(image, [top, left, 0], [crop_h, crop_w, -1])
-    if params.flip:
-        flip = tf.random.stateless_uniform([], seed=seeds[0]) < 0.5
-        crop = tf.cond(flip, lambda: tf.reverse(crop, [1]), lambda: crop)
-    # Antialiasing only matters when shrinking; skipping it otherwise halves the resize cost.
-    out = tf.cond(
-        tf.maximum(crop_h, crop_w) > size,
-        lambda: tf.image.resize(crop, [size, size], antialias=True),
-        lambda: tf.image.resize(crop, [size, size]),
+    if channels not in (1, 3):
+        raise ValueError(f"augment_image needs 1 or 3 channels, got shape {image.shape}")
+    return augment_pixels(
+        image,
+        seed=seed,
+        size=size,
+        params=params,
+        normalization=preprocess_lib.normalization("unit", channels=channels),
+        max_value=max_value,
     )
-    if params.max_rotation_deg:
-        limit = math.radians(params.max_rotation_deg)
-        angle = tf.random.stateless_uniform([], seed=seeds[3], minval=-limit, maxval=limit)
-        out = _rotate(out, angle)
-    # (x / max_value - 0.5) * contrast + 0.5 + brightness, as one multiply-add.
-    jitter = tf.random.stateless_uniform([2], seed=seeds[4], minval=-1.0, maxval=1.0)
-    contrast = 1.0 + params.max_contrast * jitter[0]
-    brightness = params.max_brightness * jitter[1]
-    out = out * (contrast / max_value) + (0.5 - 0.5 * contrast + brightness)
-    out = tf.clip_by_value(out, 0.0, 1.0)
-    out.set_shape([size, size, channels])
-    return out

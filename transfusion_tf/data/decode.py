@@ -63,26 +63,28 @@ def decode_image(encoded, *, channels: int | None = None, dtype: tf.DType | None
     return tf.cond(is_png(encoded), _png, _jpeg)
 
 
-def map_decoded(encoded: tf.Tensor, fn) -> tf.Tensor:
+def map_decoded(encoded: tf.Tensor, fn, *, channels: int = 0) -> tf.Tensor:
     """Decodes PNG (8/16-bit) or JPEG at its stored bit depth and returns `fn(image, max_value)`.
 
     `image` is uint8 (max_value 255.0) or uint16 (max_value 65535.0) [H, W, C] with the stored
-    channels; `fn` must return the same dtype and static shape for both, e.g. float32. This
-    lets later stages (crop-resize, augmentation) read the integer pixels directly instead of a
-    float copy, and works in graph mode.
+    channels (channels=0) or converted by the decoder to `channels` (1 or 3: gray is repeated,
+    alpha dropped; RGB -> gray uses the decoder's luma weights); `fn` must return the same
+    dtype and static shape for both, e.g. float32. This lets later stages (crop-resize,
+    augmentation) read the integer pixels directly instead of a float copy, and works in
+    graph mode.
     """
     encoded = tf.convert_to_tensor(encoded, tf.string)
     png = is_png(encoded)
     is_16_bit = tf.logical_and(png, tf.equal(png_bit_depth(encoded), 16))
 
     def _uint16():
-        return fn(tf.io.decode_png(encoded, channels=0, dtype=tf.uint16), 65535.0)
+        return fn(tf.io.decode_png(encoded, channels=channels, dtype=tf.uint16), 65535.0)
 
     def _uint8():
         image = tf.cond(
             png,
-            lambda: tf.io.decode_png(encoded, channels=0),
-            lambda: tf.io.decode_jpeg(encoded, channels=0),
+            lambda: tf.io.decode_png(encoded, channels=channels),
+            lambda: tf.io.decode_jpeg(encoded, channels=channels),
         )
         return fn(image, 255.0)
 

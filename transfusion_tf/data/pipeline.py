@@ -2,7 +2,15 @@
 
     file list -> seeded file shuffle -> shard per input context -> parallel interleave
     -> parse -> [train_examples subset] -> shuffle -> decode + augment (or resize)
-    + normalise (parallel, one map; stateless seeds from the element index) -> batch -> prefetch
+    + normalise (parallel, one map; stateless seeds from the element index) -> batch
+    -> [per-channel normalisation of augmented batches] -> prefetch
+
+Evaluation and augment="none" run `preprocess.preprocess_image` per image, so their images
+equal `preprocess.decode_and_preprocess` (what an exported model does with bytes). Augmented
+training decodes at the stored bit depth and hands the integer pixels to
+`augment.augment_pixels`, which crops, flips, jitters, scales and resizes them in few passes
+(see augment.py for the measured costs); the per-channel part of caffe / torch
+normalisation runs once per batch.
 
 `build_dataset` yields dicts {"image": float32 [B, H, W, C], "labels": float32 [B, T],
 "mask": float32 [B, T], "example_id": string [B]}. `batch_size` is the global batch; with a
@@ -194,27 +202,53 @@ def build_dataset(
             "example_id": example["example_id"],
         }
 
+    norm = preprocess_lib.normalization(preprocess_mode, channels=channels)
+
+    def augment_pixels(pixels, max_value, element_seed):
+        return augment_lib.augment_pixels(
+            pixels,
+            seed=element_seed,
+            size=image_size,
+            params=params,
+            normalization=norm,
+            max_value=max_value,
+        )
+
     def decode_augment(example, element_seed):
-        """Decodes at the stored bit depth and augments straight from the integer pixels."""
+        """Decodes at the stored bit depth and augments straight from the integer pixels.
+
+        With channels=3 the decoder itself repeats gray and drops alpha (exact). With
+        channels=1, gray images stay integer; colour ones take the float luma of
+        `preprocess.to_channels` first, so both match `preprocess_image`.
+        """
         where = _where(example["file"], example["example_id"])
 
-        def augment_pixels(pixels, max_value):
+        def from_pixels(pixels, max_value):
             pixels = decode_lib.check_size(
                 pixels, height=example["height"], width=example["width"], where=where
             )
-            return augment_lib.augment_image(
-                preprocess_lib.to_channels(pixels, channels),
-                seed=element_seed,
-                size=image_size,
-                params=params,
-                max_value=max_value,
-            )
+            if channels == 3:
+                pixels.set_shape([None, None, 3])
+                return augment_pixels(pixels, max_value, element_seed)
+
+            def gray():
+                return augment_pixels(pixels[..., :1], max_value, element_seed)
+
+            def luma():
+                unit = preprocess_lib.to_channels(preprocess_lib.to_unit_float(pixels), 1)
+                return augment_pixels(unit, 1.0, element_seed)
+
+            return tf.cond(tf.shape(pixels)[-1] < 3, gray, luma)
 
         encoded = decode_lib.check_encoded(example["image_bytes"], where=where)
-        return decode_lib.map_decoded(encoded, augment_pixels)
+        return decode_lib.map_decoded(encoded, from_pixels, channels=3 if channels == 3 else 0)
 
     def finish(index, example):
-        """Decodes (unless cached), augments with a per-element seed, normalises."""
+        """Decodes (unless cached), augments with a per-element seed, normalises.
+
+        Augmented images leave here without the per-channel part of the normalisation
+        (`finish_batch` applies it to whole batches).
+        """
         element_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
         if params is not None and not cache:
             image = decode_augment(example, element_seed)
@@ -223,15 +257,19 @@ def build_dataset(
                 example = decode(example)
             image = example["image"]
             if params is not None:
-                image = augment_lib.augment_image(
-                    image, seed=element_seed, size=image_size, params=params
-                )
+                image = augment_pixels(image, 1.0, element_seed)
+            else:
+                image = preprocess_lib.normalize(image, mode=preprocess_mode)
         return {
-            "image": preprocess_lib.normalize(image, mode=preprocess_mode),
+            "image": image,
             "labels": example["labels"],
             "mask": example["mask"],
             "example_id": example["example_id"],
         }
+
+    def finish_batch(batch):
+        """Per-channel part of the normalisation of an augmented batch [B, H, W, C]."""
+        return dict(batch, image=norm.apply_channels(batch["image"]))
 
     def stream(keep=None) -> tf.data.Dataset:
         """Parsed (or, with cache, decoded) examples of this pipeline's files."""
@@ -276,6 +314,8 @@ def build_dataset(
         ds = stream()
     ds = ds.enumerate().map(finish, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(per_replica_batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    if params is not None and norm.per_channel:
+        ds = ds.map(finish_batch, num_parallel_calls=AUTOTUNE)
     ds = ds.prefetch(AUTOTUNE).with_options(options)
     logging.info(
         "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s",

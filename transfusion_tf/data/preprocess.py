@@ -10,12 +10,18 @@
      - "caffe", "tf", "torch": exactly `keras.applications.imagenet_utils.preprocess_input`
        with that mode applied to 255 * x (ResNet50: caffe, Inception-v3: tf, DenseNet: torch).
        With channels=1 the per-channel ImageNet mean (and std) are averaged over RGB.
-The training pipeline runs steps 1-3, augments in [0, 1], then step 4 (`normalize`), which is
-the same computation as `preprocess_image` without augmentation. Export imports this module.
+Evaluation (and training without augmentation) runs exactly `preprocess_image` per image.
+Augmented training folds step 4 into the augmentation: `normalization(mode, channels)` splits
+it into a channel order, a scalar affine map (applied per image together with the colour
+jitter, see augment.py) and a per-channel affine map (`Normalization.apply_channels`, run
+once per batch); their composition equals `normalize`. Export imports this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 
 from transfusion_tf.data import decode as decode_lib
@@ -108,6 +114,80 @@ def normalize(x: tf.Tensor, *, mode: str) -> tf.Tensor:
     if channels == 1:
         return x255 - tf.reduce_mean(mean)
     return tf.reverse(x255, axis=[-1]) - mean
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Step 4 of `mode` for `channels` channels, split for the augmented training path.
+
+    `normalize(x) == apply_channels(order(x) * scale + offset)` where `order` reverses the
+    channels when `reverse_channels` (caffe's RGB -> BGR). `channel_scale` / `channel_offset`
+    are None when the mode has no per-channel part (then `apply_channels` is the identity).
+    """
+
+    mode: str
+    channels: int
+    scale: float
+    offset: float
+    reverse_channels: bool = False
+    channel_scale: tuple[float, ...] | None = None
+    channel_offset: tuple[float, ...] | None = None
+
+    @property
+    def per_channel(self) -> bool:
+        """True when `apply_channels` does any work."""
+        return self.channel_scale is not None or self.channel_offset is not None
+
+    def apply_channels(self, images: tf.Tensor) -> tf.Tensor:
+        """The per-channel affine map of float32 images [B, H, W, C] (static H, W, C).
+
+        The per-channel constants are tiled to whole rows [1, H * W * C] so the map is two
+        row-broadcast ops over [B, H * W * C] (broadcasting a [C] operand is several times
+        slower on CPU).
+        """
+        if not self.per_channel:
+            return images
+        pixels = int(np.prod(images.shape[1:-1]))
+        rows = tf.reshape(images, [tf.shape(images)[0], pixels * self.channels])
+        if self.channel_scale is not None:
+            rows = rows * np.tile(np.asarray(self.channel_scale, np.float32), pixels)[None]
+        if self.channel_offset is not None:
+            rows = rows + np.tile(np.asarray(self.channel_offset, np.float32), pixels)[None]
+        return tf.reshape(rows, tf.shape(images))
+
+
+def normalization(mode: str, *, channels: int) -> Normalization:
+    """The Normalization of `mode` (see PREPROCESS_MODES) for 1 or 3 channels."""
+    check_mode(mode)
+    check_channels(channels)
+    if mode == "unit":
+        return Normalization(mode, channels, scale=1.0, offset=0.0)
+    if mode == "tf":
+        return Normalization(mode, channels, scale=2.0, offset=-1.0)
+    if mode == "torch":
+        mean, std = np.asarray(_TORCH_MEAN, np.float32), np.asarray(_TORCH_STD, np.float32)
+        if channels == 1:
+            m, sd = float(np.mean(mean)), float(np.mean(std))
+            return Normalization(mode, channels, scale=1.0 / sd, offset=-m / sd)
+        return Normalization(
+            mode,
+            channels,
+            scale=1.0,
+            offset=0.0,
+            channel_scale=tuple(float(v) for v in 1.0 / std),
+            channel_offset=tuple(float(v) for v in -mean / std),
+        )
+    mean_bgr = np.asarray(_CAFFE_MEAN_BGR, np.float32)
+    if channels == 1:
+        return Normalization(mode, channels, scale=255.0, offset=-float(np.mean(mean_bgr)))
+    return Normalization(
+        mode,
+        channels,
+        scale=255.0,
+        offset=0.0,
+        reverse_channels=True,
+        channel_offset=tuple(float(-v) for v in mean_bgr),
+    )
 
 
 def preprocess_image(image: tf.Tensor, *, image_size: int, channels: int, mode: str) -> tf.Tensor:
