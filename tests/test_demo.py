@@ -131,4 +131,5 @@ def test_source_quality_sentence_follows_the_auc():
     assert "close to chance" in demo.source_quality({"final_auc_mean": 0.52})
     assert "0.520" in demo.source_quality({"final_auc_mean": 0.52})
     assert "learned features" in demo.source_quality({"final_auc_mean": 0.83})
+    assert "weak features" in demo.source_quality({"final_auc_mean": 0.65})
     assert "undefined" in demo.source_quality({"final_auc_mean": None})

@@ -557,6 +557,11 @@ def source_quality(source_results: dict[str, Any]) -> str:
             f"At AUC {auc:.3f} the source model is close to chance, so 'transfer' here mostly "
             "carries the scale of its weights rather than learned features."
         )
+    if auc < 0.75:
+        return (
+            f"At AUC {auc:.3f} the source model has learned only weak features, so expect "
+            "little feature reuse from it."
+        )
     return f"At AUC {auc:.3f} the source model has learned features worth transferring."
 
 
