@@ -80,3 +80,27 @@ def test_bad_input_is_named(run, tmp_path):
     with pytest.raises(ValueError, match="predicts tasks"):
         evaluation.evaluate(**{**base, "dataset_dir": str(other)}, workdir=workdir)
     assert not os.path.exists(tmp_path / "evaluation_test.json")
+
+
+@pytest.mark.slow
+def test_evaluate_cli(run, tmp_path):
+    data, workdir = run
+    out = tmp_path / "cli"
+    ok, bad = helpers.run_cli_batch(
+        "evaluate",
+        [
+            [
+                f"--workdir={workdir}",
+                f"--dataset_dir={data}",
+                "--split=valid",
+                f"--output_dir={out}",
+                "--bootstrap_samples=10",
+            ],
+            [f"--saved_model={tmp_path}", f"--dataset_dir={data}"],
+        ],
+    )
+    assert ok["ok"], ok["error"]
+    summary = json.loads(ok["stdout"])
+    assert summary["num_examples"] > 0 and "referable_dr" in summary["auc_ci"]
+    assert (out / "evaluation_valid.json").exists() and (out / "roc_valid.png").exists()
+    assert bad["error"].startswith("UsageError") and "--output_dir" in bad["error"]

@@ -131,3 +131,17 @@ def test_export_bad_input(exported, tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="not a transfusion-export SavedModel"):
         saved_model.load_tasks(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_export_cli(exported, tmp_path):
+    workdir, _, _ = exported
+    args = [f"--workdir={workdir}", "--name=tiny", f"--export_dir={tmp_path}"]
+    first, second, bad = helpers.run_cli_batch(
+        "export", [args, [*args, "--version=1"], [*args[:-1], "--name=a/b"]]
+    )
+    assert first["ok"], first["error"]
+    assert first["stdout"].strip() == str(tmp_path / "tiny" / "1")
+    assert (tmp_path / "tiny" / "1" / "saved_model.pb").exists()
+    assert second["error"].startswith("UsageError") and "already exists" in second["error"]
+    assert bad["error"].startswith("UsageError") and "--name" in bad["error"]

@@ -63,8 +63,8 @@ def test_shape_and_value_errors():
 
 
 def test_bootstrap_is_seeded_and_brackets_the_point_estimate():
-    labels, scores, mask = _data(n=150)
-    kwargs = dict(labels=labels, scores=scores, mask=mask, tasks=["a", "b", "c"], num_samples=60)
+    labels, scores, mask = _data(n=80)
+    kwargs = dict(labels=labels, scores=scores, mask=mask, tasks=["a", "b", "c"], num_samples=30)
     a = metrics.bootstrap_report(seed=3, **kwargs)
     b = metrics.bootstrap_report(seed=3, **kwargs)
     c = metrics.bootstrap_report(seed=4, **kwargs)

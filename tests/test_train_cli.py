@@ -8,6 +8,7 @@ entry point for its exit status.
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ INITS = {
 def batch(tmp_path_factory):
     """Runs every CLI invocation of this module in one subprocess; returns name -> record."""
     data = helpers.tiny_dataset(tmp_path_factory)
-    root = tmp_path_factory.mktemp("train_cli")
+    root = Path(helpers.shared_root(tmp_path_factory)) / "train_cli"
     src = str(root / "random")
 
     def flags(name, *extra):
@@ -67,18 +68,7 @@ def batch(tmp_path_factory):
         source = [] if init == "gabor" else [f"--source_weights={src}"]
         runs[init] = flags(init, f"--init={init}", *source, *extra)
     runs["mirrored"] = flags("mirrored", "--strategy=mirrored", "--train_steps=2")
-    runs["resnet50"] = [
-        f"--dataset_dir={data}",
-        f"--workdir={root / 'resnet50'}",
-        "--model=resnet50",
-        "--image_size=32",
-        "--batch_size=4",
-        "--train_steps=1",
-        "--eval_every_steps=1",
-        "--steps_per_loop=1",
-        "--optimizer=adam",
-        "--learning_rate=0.001",
-    ]
+    runs["mixed_float16"] = flags("mixed_float16", "--precision=mixed_float16", "--train_steps=2")
     runs.update(
         bad_model=flags("bad_model", "--model=cbr_huge"),
         bad_init=flags("bad_init", "--init=imagenet_plus"),
@@ -92,8 +82,19 @@ def batch(tmp_path_factory):
         det_a=flags("det_a", "--deterministic", "--seed=3"),
         det_b=flags("det_b", "--deterministic", "--seed=3"),
     )
-    records = helpers.run_cli_batch("train", list(runs.values()), two_cpu_devices=True)
-    return {"root": root, "data": data, **dict(zip(runs, records, strict=True))}
+
+    def build(path):
+        records = helpers.run_cli_batch("train", list(runs.values()), two_cpu_devices=True)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "records.json"), "w") as f:
+            json.dump(dict(zip(runs, records, strict=True)), f)
+
+    path = helpers.build_once(tmp_path_factory, "train_cli_records", "records.json", build)
+    with open(os.path.join(path, "records.json")) as f:
+        records = json.load(f)
+    for name, rec in records.items():
+        print(name, "seconds (wall, cpu):", rec.get("seconds"))
+    return {"root": root, "data": data, **records}
 
 
 def _results(batch, name):
@@ -134,9 +135,25 @@ def test_each_init_trains_and_fills_the_workdir(batch, init):
 
 
 @pytest.mark.slow
-def test_resnet50_one_step(batch):
-    results = _results(batch, "resnet50")
+def test_resnet50_one_step(tmp_path_factory, tmp_path):
+    data = helpers.tiny_dataset(tmp_path_factory)
+    argv = [
+        f"--dataset_dir={data}",
+        f"--workdir={tmp_path / 'resnet50'}",
+        "--model=resnet50",
+        "--image_size=32",
+        "--batch_size=4",
+        "--train_steps=1",
+        "--eval_every_steps=1",
+        "--steps_per_loop=1",
+        "--momentum=0",
+        "--learning_rate=0.001",
+    ]
+    (rec,) = helpers.run_cli_batch("train", [argv])
+    assert rec["ok"], rec["error"]
+    results = json.loads((tmp_path / "resnet50" / "results.json").read_text())
     assert results["train_steps"] == 1 and results["model"] == "resnet50"
+    assert (tmp_path / "resnet50" / "weights" / "best.weights.h5").exists()
 
 
 @pytest.mark.slow
@@ -144,6 +161,13 @@ def test_mirrored_on_two_logical_cpus(batch):
     results = _results(batch, "mirrored")
     assert results["strategy"] == "mirrored" and results["num_replicas"] == 2
     assert results["train_steps"] == 2
+    assert 0.0 <= results["final_auc_mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_mixed_float16_with_loss_scaling(batch):
+    results = _results(batch, "mixed_float16")
+    assert results["precision"] == "mixed_float16" and results["train_steps"] == 2
     assert 0.0 <= results["final_auc_mean"] <= 1.0
 
 

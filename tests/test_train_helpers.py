@@ -1,15 +1,19 @@
 """Shared helpers of the training-side tests: one tiny dataset, one tiny run, CLI drivers.
 
-Not a test module of its own (it holds no tests); the training tests import it. Everything is
-cached under the pytest worker's base temp directory, so each worker builds it once.
+Not a test module of its own (it holds no tests); the training tests import it. Shared results
+are built once per test session, under a directory all pytest-xdist workers share, behind a
+lock file: the first worker builds, the others wait and reuse.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 
 CLI_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -103,12 +107,45 @@ def run_cli(
     )
 
 
+def shared_root(tmp_path_factory) -> str:
+    """A temp directory shared by all xdist workers of this session (else the base temp)."""
+    base = tmp_path_factory.getbasetemp()
+    return str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
+@contextlib.contextmanager
+def _locked(path: str, timeout: float = 1200) -> Iterator[None]:
+    lock = path + ".lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL)
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{lock} held for more than {timeout} s") from None
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        os.remove(lock)
+
+
+def build_once(tmp_path_factory, name: str, done_file: str, build: Callable[[str], None]) -> str:
+    """`<shared root>/<name>`, built by `build(path)` unless `path/done_file` exists."""
+    path = os.path.join(shared_root(tmp_path_factory), name)
+    with _locked(path):
+        if not os.path.exists(os.path.join(path, done_file)):
+            build(path)
+    return path
+
+
 def tiny_dataset(tmp_path_factory, kind: str = "fundus", num_examples: int = 48) -> str:
-    """A tiny synthetic dataset (32 px), written once per test worker."""
+    """A tiny synthetic dataset (32 px), written once per test session."""
     from transfusion_tf.data import synthetic
 
-    path = os.path.join(tmp_path_factory.getbasetemp(), f"train_tiny_{kind}_{num_examples}")
-    if not os.path.exists(os.path.join(path, "dataset_info.json")):
+    def build(path: str) -> None:
         synthetic.write_synthetic_dataset(
             kind=kind,
             output_dir=path,
@@ -117,8 +154,12 @@ def tiny_dataset(tmp_path_factory, kind: str = "fundus", num_examples: int = 48)
             seed=0,
             valid_fraction=0.25,
             test_fraction=0.25,
+            overwrite=True,
         )
-    return path
+
+    return build_once(
+        tmp_path_factory, f"train_tiny_{kind}_{num_examples}", "dataset_info.json", build
+    )
 
 
 def tiny_config(dataset_dir: str, workdir: str, **train):
@@ -147,14 +188,15 @@ def tiny_config(dataset_dir: str, workdir: str, **train):
 
 
 def tiny_run(tmp_path_factory) -> str:
-    """A finished tiny run (trained in this process once per worker); returns its workdir."""
+    """A finished tiny run (trained in-process once per session); returns its workdir."""
     from transfusion_tf.training import trainer
 
     dataset = tiny_dataset(tmp_path_factory)
-    workdir = os.path.join(tmp_path_factory.getbasetemp(), "train_tiny_run")
-    if not os.path.exists(os.path.join(workdir, "results.json")):
+
+    def build(workdir: str) -> None:
         trainer.train_and_evaluate(tiny_config(dataset, workdir))
-    return workdir
+
+    return build_once(tmp_path_factory, "train_tiny_run", "results.json", build)
 
 
 def train_flags(dataset_dir: str, workdir: str, *extra: str) -> list[str]:
