@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from transfusion_tf.data.converters.chexpert import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
+from transfusion_tf.data.converters.chexpert import OBSERVATIONS as CHEXPERT_OBSERVATIONS
 from transfusion_tf.data.encode import encode_png
 
 KINDS = ("fundus", "cxr", "natural")
@@ -54,29 +56,6 @@ FUNDUS_TASKS = (
     "dr_grade_4",
 )
 
-CHEXPERT_OBSERVATIONS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-CHEXPERT_COMPETITION_TASKS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Pleural Effusion",
-)
 _FINDING_PREVALENCE = {
     "Atelectasis": 0.3,
     "Cardiomegaly": 0.22,
