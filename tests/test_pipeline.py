@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from transfusion_tf.data import info as info_lib
-from transfusion_tf.data import pipeline, synthetic, writer
-from transfusion_tf.data.encode import encode_png
+from transfusion_tf.data import pipeline, preprocess, schema, synthetic, writer
+from transfusion_tf.data.encode import encode_jpeg, encode_png
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,125 @@ def test_corrupt_image_error_names_file_and_example(tmp_path):
     message = str(err.value)
     assert "scan2" in message
     assert os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord") in message
+
+
+def _write_images(out_dir, images, *, jpeg_every=0):
+    """A one-split dataset of the given uint8/uint16 images; every jpeg_every-th one as JPEG."""
+    examples = []
+    for i, image in enumerate(images):
+        jpeg = jpeg_every and i % jpeg_every == 0 and image.shape[2] == 3
+        examples.append(
+            dict(
+                image_bytes=encode_jpeg(image) if jpeg else encode_png(image),
+                height=image.shape[0],
+                width=image.shape[1],
+                channels=image.shape[2],
+                example_id=f"img{i:03d}",
+                patient_id=f"p{i}",
+                labels=[float(i % 2)],
+                mask=[1.0],
+            )
+        )
+    writer.write_dataset(
+        output_dir=str(out_dir),
+        examples_by_split={"train": examples},
+        tasks=["t"],
+        source_format="test",
+        label_policy="exact",
+        image_encoding="png",
+        num_shards=2,
+    )
+    return str(out_dir)
+
+
+def _raw_bytes(dataset_dir):
+    """example id -> encoded image bytes, read straight from the shards."""
+    ds = tf.data.TFRecordDataset(info_lib.split_files(dataset_dir, "train"))
+    out = {}
+    for record in ds:
+        ex = schema.parse_example(record, num_tasks=1)
+        out[ex["example_id"].numpy()] = ex["image_bytes"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory):
+    """RGB 8-bit PNG / JPEG, gray 16-bit PNG and RGBA images, two sizes."""
+    rng = np.random.default_rng(8)
+    images = []
+    for i in range(12):
+        size = 20 if i % 3 else 26
+        kind = i % 4
+        if kind == 0:
+            images.append(rng.integers(0, 65536, (size, size, 1)).astype(np.uint16))
+        elif kind == 1:
+            images.append(rng.integers(0, 256, (size, size, 4)).astype(np.uint8))
+        else:
+            images.append(rng.integers(0, 256, (size, size, 3)).astype(np.uint8))
+    return _write_images(tmp_path_factory.mktemp("mixed"), images, jpeg_every=5)
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("caffe", 3), ("torch", 1), ("unit", 3)])
+def test_eval_pipeline_equals_decode_and_preprocess(mixed_dir, mode, channels):
+    """What training evaluates on is what an exported model computes from the same bytes."""
+    raw = _raw_bytes(mixed_dir)
+    ds = _build(mixed_dir, training=False, preprocess_mode=mode, channels=channels, batch_size=5)
+    seen = 0
+    for batch in ds:
+        for example_id, image in zip(
+            batch["example_id"].numpy(), batch["image"].numpy(), strict=True
+        ):
+            expected = preprocess.decode_and_preprocess(
+                raw[example_id], image_size=16, channels=channels, mode=mode
+            )
+            np.testing.assert_allclose(image, expected.numpy(), rtol=1e-5, atol=1e-4)
+            seen += 1
+    assert seen == len(raw)
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("caffe", 3), ("torch", 3), ("tf", 1)])
+def test_flip_policy_gives_preprocessed_or_mirrored_images(mixed_dir, mode, channels):
+    """The augmented path (integer pixels, folded normalisation, per-batch channel step).
+
+    With no zoom or colour jitter it must give the eval image or its mirror image, for 8-
+    and 16-bit PNG, JPEG, gray, RGB and RGBA sources, stored larger than the model or not.
+    """
+    raw = _raw_bytes(mixed_dir)
+    ds = _build(
+        mixed_dir,
+        training=True,
+        augment="flip",
+        preprocess_mode=mode,
+        channels=channels,
+        batch_size=4,
+        image_size=20,
+        deterministic=True,
+        seed=3,
+    )
+    outcomes = []
+    for batch in ds.take(6):
+        assert batch["image"].shape == (4, 20, 20, channels)
+        for example_id, image in zip(
+            batch["example_id"].numpy(), batch["image"].numpy(), strict=True
+        ):
+            expected = preprocess.decode_and_preprocess(
+                raw[example_id], image_size=20, channels=channels, mode=mode
+            ).numpy()
+            if np.allclose(image, expected[:, ::-1], rtol=1e-4, atol=2e-3):
+                outcomes.append("mirrored")
+            else:
+                np.testing.assert_allclose(image, expected, rtol=1e-4, atol=2e-3)
+                outcomes.append("kept")
+    assert "mirrored" in outcomes and "kept" in outcomes
+
+
+def test_augmented_batches_are_seeded_and_differ_from_plain(mixed_dir):
+    kwargs = dict(training=True, seed=11, deterministic=True, shuffle_buffer=1, batch_size=6)
+    a = next(iter(_build(mixed_dir, augment="default", preprocess_mode="torch", **kwargs)))
+    b = next(iter(_build(mixed_dir, augment="default", preprocess_mode="torch", **kwargs)))
+    plain = next(iter(_build(mixed_dir, augment="none", preprocess_mode="torch", **kwargs)))
+    np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+    assert a["example_id"].numpy().tolist() == plain["example_id"].numpy().tolist()
+    diff = np.abs(a["image"].numpy() - plain["image"].numpy()).reshape(6, -1).max(axis=1)
+    assert (diff > 1e-2).all()  # every image was cropped, flipped or jittered
+    assert np.isfinite(a["image"].numpy()).all()

@@ -122,3 +122,124 @@ def test_unknown_augmentation():
     assert augment.get_policy("none") is None
     with pytest.raises(ValueError, match="unknown augmentation 'randaugment'"):
         augment.get_policy("randaugment")
+
+
+@pytest.mark.parametrize("mode", ["unit", "caffe", "tf", "torch"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_normalization_split_composes_to_normalize(mode, channels):
+    x = np.random.default_rng(2).uniform(0, 1, (2, 5, 4, channels)).astype(np.float32)
+    norm = preprocess.normalization(mode, channels=channels)
+    ordered = x[..., ::-1] if norm.reverse_channels else x
+    split = norm.apply_channels(tf.constant(ordered * norm.scale + norm.offset))
+    np.testing.assert_allclose(
+        split.numpy(), preprocess.normalize(tf.constant(x), mode=mode).numpy(), atol=2e-5
+    )
+    assert norm.per_channel == (channels == 3 and mode in ("caffe", "torch"))
+    assert norm.reverse_channels == (channels == 3 and mode == "caffe")
+
+
+def _pixels(shape, dtype=np.uint8, seed=4):
+    high = np.iinfo(dtype).max + 1
+    return np.random.default_rng(seed).integers(0, high, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("mode", ["unit", "caffe", "tf", "torch"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_identity_augmentation_equals_preprocess_image(mode, dtype):
+    """augment_pixels with nothing random is preprocess_image, integer or float input."""
+    pixels = _pixels((12, 12, 3), dtype)
+    norm = preprocess.normalization(mode, channels=3)
+    max_value = float(np.iinfo(dtype).max)
+    expected = preprocess.preprocess_image(
+        tf.constant(pixels), image_size=12, channels=3, mode=mode
+    )
+    for image, top in ((tf.constant(pixels), max_value), (tf.constant(pixels / max_value), 1.0)):
+        out = augment.augment_pixels(
+            tf.cast(image, tf.float32) if top == 1.0 else image,
+            seed=tf.constant([0, 1]),
+            size=12,
+            params=augment.IDENTITY,
+            normalization=norm,
+            max_value=top,
+        )
+        batch = norm.apply_channels(out[None])[0]
+        assert batch.shape == (12, 12, 3) and batch.dtype == tf.float32
+        np.testing.assert_allclose(batch.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_integer_and_float_inputs_augment_alike():
+    pixels = _pixels((20, 20, 3))
+    params = augment.get_policy("default")
+    for i in range(4):
+        seed = tf.constant([3, i])
+        from_int = augment.augment_image(
+            tf.constant(pixels), seed=seed, size=16, params=params, max_value=255.0
+        )
+        from_float = augment.augment_image(
+            tf.constant(pixels / 255.0, tf.float32), seed=seed, size=16, params=params
+        )
+        np.testing.assert_allclose(from_int.numpy(), from_float.numpy(), atol=1e-5)
+
+
+def test_caffe_flip_reverses_channels_and_columns():
+    pixels = _pixels((6, 6, 3))
+    params = augment.get_policy("flip")
+    norm = preprocess.normalization("caffe", channels=3)
+    bgr = pixels[..., ::-1].astype(np.float32)
+    outcomes = set()
+    for i in range(12):
+        out = augment.augment_pixels(
+            tf.constant(pixels),
+            seed=tf.constant([1, i]),
+            size=6,
+            params=params,
+            normalization=norm,
+            max_value=255.0,
+        ).numpy()
+        if np.allclose(out, bgr[:, ::-1], atol=1e-3):
+            outcomes.add("flipped")
+        else:
+            np.testing.assert_allclose(out, bgr, atol=1e-3)
+            outcomes.add("kept")
+    assert outcomes == {"flipped", "kept"}
+
+
+def test_zoom_crops_inside_the_image():
+    """A zoomed crop of a left-right ramp spans a narrower, shifted range of the ramp."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32)[None, :, None], (40, 1, 1))
+    params = augment.AugmentParams(flip=False, max_zoom=0.5, max_brightness=0.0, max_contrast=0.0)
+    spans = []
+    for i in range(8):
+        out = augment.augment_image(
+            tf.constant(ramp), seed=tf.constant([5, i]), size=40, params=params
+        )
+        row = out.numpy()[20, :, 0]
+        assert np.all(np.diff(row) >= -1e-6)  # still a ramp, not flipped
+        spans.append((row[0], row[-1]))
+    widths = [hi - lo for lo, hi in spans]
+    assert max(widths) < 1.0 and min(widths) >= 0.45
+    assert len({round(lo, 3) for lo, _ in spans}) > 1  # the crop moves
+
+
+def test_colour_jitter_saturates_and_is_seeded():
+    pixels = np.full((8, 8, 3), 255, np.uint8)
+    pixels[:4] = 0
+    params = augment.AugmentParams(flip=False, max_zoom=0.0, max_brightness=0.3, max_contrast=0.5)
+    outs = [
+        augment.augment_image(
+            tf.constant(pixels), seed=tf.constant([2, i]), size=8, params=params, max_value=255.0
+        ).numpy()
+        for i in range(10)
+    ]
+    assert all(o.min() >= 0.0 and o.max() <= 1.0 for o in outs)
+    assert len({round(float(o[0, 0, 0]), 4) for o in outs}) > 1  # dark half changes
+    assert any(o[0, 0, 0] == 0.0 for o in outs) and any(o[7, 7, 0] == 1.0 for o in outs)
+    again = augment.augment_image(
+        tf.constant(pixels), seed=tf.constant([2, 3]), size=8, params=params, max_value=255.0
+    )
+    np.testing.assert_array_equal(again.numpy(), outs[3])
+
+
+def test_augment_image_rejects_two_channels():
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        augment.augment_image(tf.zeros([4, 4, 2]), seed=tf.constant([0, 0]), size=4)

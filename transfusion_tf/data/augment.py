@@ -199,7 +199,10 @@ def augment_pixels(
     unit_scale = d.contrast
     unit_offset = 0.5 - 0.5 * d.contrast + d.brightness
     image = scale_shift(crop, scale=unit_scale * s, offset=unit_offset * s + o, max_value=max_value)
-    image = tf.clip_by_value(image, o, s + o)
+    # The clip is a whole pass over the image: skip it when the jitter keeps [0, 1] inside.
+    # (With a margin for rounding, so that outputs never leave [o, s + o].)
+    inside = tf.logical_and(unit_offset >= 1e-6, unit_offset + unit_scale <= 1.0 - 1e-6)
+    image = tf.cond(inside, lambda: image, lambda: tf.clip_by_value(image, o, s + o))
 
     def resize():
         shrink = tf.maximum(d.crop_h, d.crop_w) > size

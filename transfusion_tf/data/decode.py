@@ -81,12 +81,8 @@ def map_decoded(encoded: tf.Tensor, fn, *, channels: int = 0) -> tf.Tensor:
         return fn(tf.io.decode_png(encoded, channels=channels, dtype=tf.uint16), 65535.0)
 
     def _uint8():
-        image = tf.cond(
-            png,
-            lambda: tf.io.decode_png(encoded, channels=channels),
-            lambda: tf.io.decode_jpeg(encoded, channels=channels),
-        )
-        return fn(image, 255.0)
+        # DecodePng decodes JPEG (and GIF) bytes too, identically to DecodeJpeg's defaults.
+        return fn(tf.io.decode_png(encoded, channels=channels), 255.0)
 
     return tf.cond(is_16_bit, _uint16, _uint8)
 
