@@ -12,7 +12,7 @@ asks for >= 0.8), next to the ratio of the best rounds and the ratio of CPU time
 (process CPU seconds / images, which depends little on other processes' load).
 The last line printed is one JSON object with every figure.
 
-    python bench/pipeline.py --num_examples=256 --image_size=224 --rounds=7
+    python bench/pipeline.py --num_examples=192 --image_size=224 --rounds=7
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from transfusion_tf.data import info as info_lib
 from transfusion_tf.data import pipeline, preprocess, schema, synthetic
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_examples", 256, "Synthetic fundus images to write.")
+flags.DEFINE_integer("num_examples", 192, "Synthetic fundus images to write.")
 flags.DEFINE_integer("image_size", 224, "Stored and model image side (pixels).")
 flags.DEFINE_integer("batch_size", 32, "Batch size of every pipeline.")
 flags.DEFINE_integer("num_shards", 8, "Training shards.")
 flags.DEFINE_integer("warmup_batches", 5, "Batches discarded before each timed round.")
-flags.DEFINE_integer("batches", 25, "Timed batches per round.")
+flags.DEFINE_integer("batches", 20, "Timed batches per round.")
 flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds.")
 flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes that render the images.")
 flags.DEFINE_list("modes", ["unit", "caffe"], "Normalisations of our pipeline to measure.")

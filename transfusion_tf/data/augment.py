@@ -21,10 +21,15 @@ to touch the pixels as few times as possible:
      caffe's RGB -> BGR order is folded into the flip (reversing the flattened [W * 3] rows
      flips and reverses the channels in one op);
   2. integer -> float, contrast, brightness and the scalar part of the normalisation as one
-     `Dequantize` op (a cast with an affine map), then one clip: colour jitter saturates at
-     the pixel level, and bilinear weights are convex, so the resampled image stays in range;
+     `Dequantize` op (a cast with an affine map), then one clip (skipped when the jitter maps
+     [0, 1] into itself): colour jitter saturates at the pixel level, and bilinear weights are
+     convex, so the resampled image stays in range;
   3. one bilinear resize to `size` (skipped when the crop already has that size), with
      antialiasing only when shrinking.
+Measured on 2 CPU cores at 224 px, per image (a PNG decode ~1 ms): resize from float ~0.2 ms,
+clip ~0.1 ms, Dequantize ~0.07 ms, flip ~0.09 ms (half the images), crop ~0.04 ms; the float
+batch copy another ~0.08 ms. So the default policy costs about half a decode; the bilinear
+zoom alone is ~0.2 decode, which bounds the pipeline/decode-floor ratio well below 1.
 The per-channel part of a normalisation (caffe's means, torch's means and stds) is left to
 `preprocess.Normalization.apply_channels`, which the pipeline runs once per batch.
 Measured alternatives that lose: `tf.image.crop_and_resize` over the batch costs ~3x a
