@@ -69,7 +69,7 @@ class DataConfig(ConfigBase):
     image_size: int = 224
     channels: int = 3
     batch_size: int = 32
-    augment: str = "default"  # "default" | "none"
+    augment: str = "default"  # a name of data.augment.AUGMENT_POLICIES
     train_examples: int | None = None
     balanced: bool = False
     cache: bool = False

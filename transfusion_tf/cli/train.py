@@ -14,6 +14,7 @@ from absl import app, flags
 
 from transfusion_tf import config
 from transfusion_tf.cli import common
+from transfusion_tf.data import augment
 from transfusion_tf.training import optim
 from transfusion_tf.training import strategy as strategy_lib
 
@@ -24,7 +25,9 @@ flags.DEFINE_string("dataset_dir", None, "Prepared dataset directory (dataset_in
 flags.DEFINE_integer("batch_size", 32, "GLOBAL batch size (split over replicas).")
 flags.DEFINE_integer("image_size", 224, "Square model input side in pixels.")
 flags.DEFINE_integer("channels", 3, "Model input channels (1 or 3).")
-flags.DEFINE_enum("augment", "default", ["default", "none"], "Train-time augmentation.")
+flags.DEFINE_enum(
+    "augment", "default", list(augment.AUGMENT_POLICIES), "Train-time augmentation policy."
+)
 flags.DEFINE_integer("train_examples", None, "Train on a seeded subset of N examples.")
 flags.DEFINE_bool("balanced", False, "Class-balanced sampling of the first task.")
 flags.DEFINE_bool("cache", False, "Cache decoded examples in memory.")
