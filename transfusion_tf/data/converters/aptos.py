@@ -23,36 +23,17 @@ def read_aptos(input_path: str, options: base.ConvertOptions) -> base.Source:
             f"{input_path}: no train.csv; expected the APTOS 2019 folder with train.csv and "
             "train_images/"
         )
-    image_dir = os.path.join(root, "train_images")
-    if not os.path.isdir(image_dir):
-        raise base.ConversionError(f"{image_dir}: image folder not found")
-    tasks = base.select_tasks(eyepacs.DR_TASKS, options.tasks, default=eyepacs.DEFAULT_TASKS)
-    source = base.Source(
+    return eyepacs.read_graded_csv(
         source_format="aptos",
         input_path=input_path,
-        tasks=tasks,
-        records=[],
-        label_policy={"referable_dr": f"grade >= {eyepacs.REFERABLE_GRADE}"},
+        csv_path=csv_path,
+        image_dir=os.path.join(root, "train_images"),
+        name_column="id_code",
+        grade_column="diagnosis",
+        options=options,
+        patient_of=lambda name: name,
+        path_of=lambda image_dir, name: os.path.join(image_dir, name + ".png"),
     )
-    table = base.read_csv(csv_path, required=("id_code", "diagnosis"))
-    for line, row in table.rows:
-        name = row["id_code"].strip()
-        grade = eyepacs.parse_grade(
-            row["diagnosis"], where=f"{csv_path}:{line}: column 'diagnosis'"
-        )
-        if base.resolve_under(image_dir, name) is None or "/" in name.replace("\\", "/"):
-            source.skip(f"{csv_path}:{line}: {name}", "path escapes the dataset root")
-            continue
-        source.records.append(
-            base.SourceRecord(
-                example_id=name,
-                patient_id=name,
-                labels=eyepacs.dr_labels(grade, tasks),
-                mask=(1.0,) * len(tasks),
-                path=os.path.join(image_dir, name + ".png"),
-            )
-        )
-    return source
 
 
 @base.CONVERTERS.register("aptos")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from transfusion_tf.data.converters import base, driver
 
@@ -67,32 +68,66 @@ def read_eyepacs(input_path: str, options: base.ConvertOptions) -> base.Source:
             f"{input_path}: no trainLabels.csv; expected the Kaggle Diabetic Retinopathy folder "
             "with trainLabels.csv and train/"
         )
-    image_dir = os.path.join(root, "train")
+    return read_graded_csv(
+        source_format="eyepacs",
+        input_path=input_path,
+        csv_path=csv_path,
+        image_dir=os.path.join(root, "train"),
+        name_column="image",
+        grade_column="level",
+        options=options,
+        patient_of=_patient_of,
+        path_of=find_image,
+    )
+
+
+def _patient_of(name: str) -> str:
+    """The patient of a Kaggle DR image name `<patient>_left|right` (the name itself otherwise)."""
+    match = _EYE_RE.match(name)
+    return match.group("patient") if match else name
+
+
+def read_graded_csv(
+    *,
+    source_format: str,
+    input_path: str,
+    csv_path: str,
+    image_dir: str,
+    name_column: str,
+    grade_column: str,
+    options: base.ConvertOptions,
+    patient_of: Callable[[str], str],
+    path_of: Callable[[str, str], str],
+) -> base.Source:
+    """Reads a CSV of image names and ICDR grades (EyePACS, APTOS) into a Source.
+
+    `patient_of(name)` gives an image's patient id; `path_of(image_dir, name)` its file.
+    Names that would leave `image_dir` are skipped and reported.
+    """
     if not os.path.isdir(image_dir):
         raise base.ConversionError(f"{image_dir}: image folder not found")
     tasks = base.select_tasks(DR_TASKS, options.tasks, default=DEFAULT_TASKS)
     source = base.Source(
-        source_format="eyepacs",
+        source_format=source_format,
         input_path=input_path,
         tasks=tasks,
         records=[],
         label_policy={"referable_dr": f"grade >= {REFERABLE_GRADE}"},
     )
-    table = base.read_csv(csv_path, required=("image", "level"))
+    table = base.read_csv(csv_path, required=(name_column, grade_column))
     for line, row in table.rows:
-        name = row["image"].strip()
-        grade = parse_grade(row["level"], where=f"{csv_path}:{line}: column 'level'")
+        name = row[name_column].strip()
+        grade = parse_grade(row[grade_column], where=f"{csv_path}:{line}: column {grade_column!r}")
         if base.resolve_under(image_dir, name) is None or "/" in name.replace("\\", "/"):
             source.skip(f"{csv_path}:{line}: {name}", "path escapes the dataset root")
             continue
-        match = _EYE_RE.match(name)
         source.records.append(
             base.SourceRecord(
                 example_id=name,
-                patient_id=match.group("patient") if match else name,
+                patient_id=patient_of(name),
                 labels=dr_labels(grade, tasks),
                 mask=(1.0,) * len(tasks),
-                path=find_image(image_dir, name),
+                path=path_of(image_dir, name),
             )
         )
     return source
