@@ -250,10 +250,11 @@ def test_eval_pipeline_equals_decode_and_preprocess(mixed_dir, mode, channels):
 
 @pytest.mark.parametrize(("mode", "channels"), [("caffe", 3), ("torch", 3), ("tf", 1)])
 def test_flip_policy_gives_preprocessed_or_mirrored_images(mixed_dir, mode, channels):
-    """The augmented path (integer pixels, folded normalisation, per-batch channel step).
+    """The augmented path (integer pixels on the host, augment_batch per batch).
 
     With no zoom or colour jitter it must give the eval image or its mirror image, for 8-
-    and 16-bit PNG, JPEG, gray, RGB and RGBA sources, stored larger than the model or not.
+    and 16-bit PNG, JPEG, gray, RGB and RGBA sources, stored larger than the model or not
+    (this dataset holds 16-bit images, so all its pixels travel as uint16).
     """
     raw = _raw_bytes(mixed_dir)
     ds = _build(
@@ -294,3 +295,92 @@ def test_augmented_batches_are_seeded_and_differ_from_plain(mixed_dir):
     diff = np.abs(a["image"].numpy() - plain["image"].numpy()).reshape(6, -1).max(axis=1)
     assert (diff > 1e-2).all()  # every image was cropped, flipped or jittered
     assert np.isfinite(a["image"].numpy()).all()
+
+
+@pytest.fixture(scope="module")
+def rgb8_dir(tmp_path_factory):
+    """8-bit RGB PNG / JPEG and RGBA images, stored at the model size (20) and larger (26)."""
+    rng = np.random.default_rng(9)
+    images = [
+        rng.integers(
+            0, 256, (20 if i % 2 else 26, 20 if i % 2 else 26, 4 if i % 3 == 1 else 3)
+        ).astype(np.uint8)
+        for i in range(8)
+    ]
+    return _write_images(tmp_path_factory.mktemp("rgb8"), images, jpeg_every=4)
+
+
+def test_dataset_info_records_bit_depth(rgb8_dir, mixed_dir):
+    assert info_lib.load_dataset_info(rgb8_dir)["bit_depth"] == 8
+    assert info_lib.pixel_dtype(info_lib.load_dataset_info(rgb8_dir)) == tf.uint8
+    assert info_lib.load_dataset_info(mixed_dir)["bit_depth"] == 16
+    assert info_lib.pixel_dtype({"tasks": ["t"]}) == tf.uint16  # older info files: any image
+
+
+@pytest.mark.parametrize("mode", ["caffe", "unit"])
+def test_flip_policy_on_8_bit_pixels_within_half_a_step(rgb8_dir, mode):
+    """8-bit images resized on the host are rounded back to uint8: half a step at most."""
+    raw = _raw_bytes(rgb8_dir)
+    ds = _build(
+        rgb8_dir, training=True, augment="flip", preprocess_mode=mode, image_size=20, seed=1
+    )
+    step = {"caffe": 255.0, "unit": 1.0}[mode] / 255.0
+    exact = near = 0
+    for batch in ds.take(4):
+        for example_id, image in zip(
+            batch["example_id"].numpy(), batch["image"].numpy(), strict=True
+        ):
+            expected = preprocess.decode_and_preprocess(
+                raw[example_id], image_size=20, channels=3, mode=mode
+            ).numpy()
+            err = min(np.abs(image - expected).max(), np.abs(image - expected[:, ::-1]).max())
+            assert err <= 0.5 * step + 1e-4
+            exact += err <= 1e-4
+            near += err > 1e-4
+    assert exact and near  # images of the model size are exact, resized ones near
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_deferred_augmentation_equals_host_augmentation(rgb8_dir, cache):
+    """defer_augment hands over integer pixels and draws; DeferredAugment finishes them."""
+    kwargs = dict(
+        training=True,
+        augment="default",
+        preprocess_mode="torch",
+        image_size=20,
+        seed=4,
+        deterministic=True,
+        shuffle_buffer=1,
+        cache=cache,
+    )
+    host = next(iter(_build(rgb8_dir, **kwargs)))
+    deferred = next(iter(_build(rgb8_dir, defer_augment=True, **kwargs)))
+    assert "image" not in deferred
+    assert deferred["pixels"].dtype == tf.uint8
+    assert deferred["pixels"].shape == (8, 20, 20, 3)
+    assert deferred["augment"].shape == (8, pipeline.augment_lib.NUM_DRAWS)
+    finish = pipeline.deferred_augment(image_size=20, preprocess_mode="torch", augment="default")
+    done = finish(deferred)
+    assert set(done) == set(host)
+    np.testing.assert_array_equal(done["image"].numpy(), host["image"].numpy())
+    assert finish(done) is done  # finished batches pass through
+    assert pipeline.deferred_augment(image_size=20, preprocess_mode="unit", augment="none") is None
+    with pytest.raises(ValueError, match="unknown augmentation 'heavy'"):
+        pipeline.deferred_augment(image_size=20, preprocess_mode="unit", augment="heavy")
+
+
+def test_augmented_batches_differ_between_batches_and_epochs(rgb8_dir):
+    """Draws are seeded per batch index, so the same image is augmented anew each epoch."""
+    ds = _build(
+        rgb8_dir,
+        training=True,
+        augment="default",
+        image_size=20,
+        batch_size=8,
+        deterministic=True,
+        shuffle_buffer=1,
+        defer_augment=True,
+        seed=2,
+    )
+    first, second = list(ds.take(2))
+    assert not np.allclose(first["augment"].numpy(), second["augment"].numpy())

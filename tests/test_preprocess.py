@@ -124,84 +124,92 @@ def test_unknown_augmentation():
         augment.get_policy("randaugment")
 
 
-@pytest.mark.parametrize("mode", ["unit", "caffe", "tf", "torch"])
-@pytest.mark.parametrize("channels", [1, 3])
-def test_normalization_split_composes_to_normalize(mode, channels):
-    x = np.random.default_rng(2).uniform(0, 1, (2, 5, 4, channels)).astype(np.float32)
-    norm = preprocess.normalization(mode, channels=channels)
-    ordered = x[..., ::-1] if norm.reverse_channels else x
-    split = norm.apply_channels(tf.constant(ordered * norm.scale + norm.offset))
-    np.testing.assert_allclose(
-        split.numpy(), preprocess.normalize(tf.constant(x), mode=mode).numpy(), atol=2e-5
-    )
-    assert norm.per_channel == (channels == 3 and mode in ("caffe", "torch"))
-    assert norm.reverse_channels == (channels == 3 and mode == "caffe")
-
-
 def _pixels(shape, dtype=np.uint8, seed=4):
     high = np.iinfo(dtype).max + 1
     return np.random.default_rng(seed).integers(0, high, shape).astype(dtype)
 
 
+def _draws(batch, seed=0):
+    return augment.draw_batch(tf.constant([seed, 0]), batch)
+
+
 @pytest.mark.parametrize("mode", ["unit", "caffe", "tf", "torch"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_identity_augmentation_equals_preprocess_image(mode, dtype):
-    """augment_pixels with nothing random is preprocess_image, integer or float input."""
-    pixels = _pixels((12, 12, 3), dtype)
-    norm = preprocess.normalization(mode, channels=3)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_identity_augmentation_equals_preprocess_image(mode, dtype, channels):
+    """augment_batch with nothing random is preprocess_image, integer or float input."""
+    pixels = _pixels((3, 12, 12, channels), dtype)
     max_value = float(np.iinfo(dtype).max)
-    expected = preprocess.preprocess_image(
-        tf.constant(pixels), image_size=12, channels=3, mode=mode
+    expected = np.stack(
+        [
+            preprocess.preprocess_image(
+                tf.constant(p), image_size=12, channels=channels, mode=mode
+            ).numpy()
+            for p in pixels
+        ]
     )
-    for image, top in ((tf.constant(pixels), max_value), (tf.constant(pixels / max_value), 1.0)):
-        out = augment.augment_pixels(
-            tf.cast(image, tf.float32) if top == 1.0 else image,
-            seed=tf.constant([0, 1]),
-            size=12,
-            params=augment.IDENTITY,
-            normalization=norm,
-            max_value=top,
-        )
-        batch = norm.apply_channels(out[None])[0]
-        assert batch.shape == (12, 12, 3) and batch.dtype == tf.float32
-        np.testing.assert_allclose(batch.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+    for images in (tf.constant(pixels), tf.constant(pixels / max_value, tf.float32)):
+        out = augment.augment_batch(images, _draws(3), size=12, params=augment.IDENTITY, mode=mode)
+        assert out.shape == (3, 12, 12, channels) and out.dtype == tf.float32
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-5)
 
 
 def test_integer_and_float_inputs_augment_alike():
-    pixels = _pixels((20, 20, 3))
-    params = augment.get_policy("default")
-    for i in range(4):
-        seed = tf.constant([3, i])
-        from_int = augment.augment_image(
-            tf.constant(pixels), seed=seed, size=16, params=params, max_value=255.0
-        )
-        from_float = augment.augment_image(
-            tf.constant(pixels / 255.0, tf.float32), seed=seed, size=16, params=params
+    pixels = _pixels((4, 20, 20, 3))
+    for policy in ("default", "affine"):
+        params = augment.get_policy(policy)
+        from_int = augment.augment_batch(tf.constant(pixels), _draws(4), size=16, params=params)
+        from_float = augment.augment_batch(
+            tf.constant(pixels / 255.0, tf.float32), _draws(4), size=16, params=params
         )
         np.testing.assert_allclose(from_int.numpy(), from_float.numpy(), atol=1e-5)
 
 
-def test_caffe_flip_reverses_channels_and_columns():
-    pixels = _pixels((6, 6, 3))
-    params = augment.get_policy("flip")
-    norm = preprocess.normalization("caffe", channels=3)
-    bgr = pixels[..., ::-1].astype(np.float32)
+@pytest.mark.parametrize("zoom", [0.0, 1e-9])
+def test_caffe_flip_reverses_channels_and_columns(zoom):
+    """Exact mirror images, through the flip-only path and through crop_and_resize boxes."""
+    pixels = _pixels((12, 6, 6, 3))
+    params = augment.AugmentParams(
+        max_zoom=zoom, max_rotation_deg=0.0, max_brightness=0.0, max_contrast=0.0
+    )
+    out = augment.augment_batch(
+        tf.constant(pixels), _draws(12), size=6, params=params, mode="caffe"
+    )
+    bgr = pixels[..., ::-1].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
     outcomes = set()
-    for i in range(12):
-        out = augment.augment_pixels(
-            tf.constant(pixels),
-            seed=tf.constant([1, i]),
-            size=6,
-            params=params,
-            normalization=norm,
-            max_value=255.0,
-        ).numpy()
-        if np.allclose(out, bgr[:, ::-1], atol=1e-3):
+    for image, expected in zip(out.numpy(), bgr, strict=True):
+        if np.allclose(image, expected[:, ::-1], atol=1e-3):
             outcomes.add("flipped")
         else:
-            np.testing.assert_allclose(out, bgr, atol=1e-3)
+            np.testing.assert_allclose(image, expected, atol=1e-3)
             outcomes.add("kept")
     assert outcomes == {"flipped", "kept"}
+
+
+def test_draws_are_seeded_per_batch():
+    a = augment.draw_batch(tf.constant([1, 2]), 5)
+    assert a.shape == (5, augment.NUM_DRAWS)
+    np.testing.assert_array_equal(a.numpy(), augment.draw_batch(tf.constant([1, 2]), 5).numpy())
+    assert not np.allclose(a.numpy(), augment.draw_batch(tf.constant([1, 3]), 5).numpy())
+    assert len({tuple(row) for row in a.numpy().round(6)}) == 5  # each image its own draws
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize(("stored", "channels"), [(3, 3), (4, 3), (1, 3), (3, 1), (2, 1)])
+def test_prepare_pixels_keeps_or_requantizes(dtype, stored, channels):
+    """Integer steps 2-3: untouched when the image fits, else prepare_unit within half a step."""
+    max_value = float(np.iinfo(dtype).max)
+    for size in (10, 14):
+        pixels = tf.constant(_pixels((size, size, stored), dtype, seed=size))
+        out = preprocess.prepare_pixels(pixels, image_size=10, channels=channels)
+        assert out.dtype == pixels.dtype and out.shape == (10, 10, channels)
+        unit = preprocess.prepare_unit(pixels, image_size=10, channels=channels).numpy()
+        diff = np.abs(out.numpy() / max_value - unit)
+        assert diff.max() <= 0.5 / max_value + 1e-7
+        if size == 10 and (stored == channels or stored in (2, 4)):
+            np.testing.assert_array_equal(out.numpy(), pixels.numpy()[..., :channels])
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        preprocess.prepare_pixels(tf.zeros([4, 4, 3]), image_size=4, channels=3)
 
 
 def test_zoom_crops_inside_the_image():
@@ -227,7 +235,7 @@ def test_colour_jitter_saturates_and_is_seeded():
     params = augment.AugmentParams(flip=False, max_zoom=0.0, max_brightness=0.3, max_contrast=0.5)
     outs = [
         augment.augment_image(
-            tf.constant(pixels), seed=tf.constant([2, i]), size=8, params=params, max_value=255.0
+            tf.constant(pixels), seed=tf.constant([2, i]), size=8, params=params
         ).numpy()
         for i in range(10)
     ]
@@ -235,7 +243,7 @@ def test_colour_jitter_saturates_and_is_seeded():
     assert len({round(float(o[0, 0, 0]), 4) for o in outs}) > 1  # dark half changes
     assert any(o[0, 0, 0] == 0.0 for o in outs) and any(o[7, 7, 0] == 1.0 for o in outs)
     again = augment.augment_image(
-        tf.constant(pixels), seed=tf.constant([2, 3]), size=8, params=params, max_value=255.0
+        tf.constant(pixels), seed=tf.constant([2, 3]), size=8, params=params
     )
     np.testing.assert_array_equal(again.numpy(), outs[3])
 

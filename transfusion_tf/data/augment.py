@@ -1,42 +1,34 @@
-"""Train-time augmentation (SPEC D3): cheap, seeded, stateless, one image at a time.
+"""Train-time augmentation (SPEC D3): seeded, stateless, batched, run next to the model.
 
-`augment_pixels` takes a decoded image [H, W, C] (uint8 / uint16 pixels, or float in [0, 1])
-and returns float32 [size, size, C], already scaled by a `preprocess.Normalization`:
-  - horizontal flip (p = 0.5);
+The work is split so that the host's input pipeline only decodes (SPEC P1):
+  - per batch, on the host: `draw_batch(seed, B)` -> float32 [B, NUM_DRAWS], one
+    `stateless_uniform` call from a seed [2] derived from the dataset seed and the batch index,
+    put next to the batch of integer pixels;
+  - per batch, where the model runs (inside the replica's train step, so on the accelerator):
+    `augment_batch(pixels [B, H, W, C], draws [B, NUM_DRAWS])` -> float32 [B, size, size, C],
+    normalised by `preprocess.normalize` exactly as evaluation and export are.
+
+`augment_batch` applies, per image:
+  - brightness and contrast jitter, a per-image affine map around mid-gray, saturated to [0, 1]
+    at the stored pixels (before resampling; bilinear weights are convex, so the resampled
+    image stays in range);
   - random zoom and shift as one random crop (side 1 - max_zoom .. 1 of the image, anywhere
-    inside it) resized bilinearly to `size`; this is also the resize to the model input;
-  - optional small rotation (policy "affine"): one `ImageProjectiveTransformV3` call;
-  - brightness and contrast jitter (a per-image affine map around mid-gray), saturated to
-    [0, 1] at the stored pixels, i.e. before the resampling.
-`augment_image` is the same with the "unit" normalisation: float32 in [0, 1].
+    inside it) and the horizontal flip (p = 0.5), both as one `crop_and_resize` box per image
+    (a box with x1 > x2 samples the mirror image), bilinear, to `size` x `size`. With the box
+    [0, 0, 1, 1] and H = W = size every sample falls on a pixel, so an image that is neither
+    zoomed nor jittered comes out exactly as stored (or exactly mirrored);
+  - optional small rotation (policy "affine"): one batched `ImageProjectiveTransformV3`;
+  - the normalisation of `mode` (`preprocess.normalize`).
 
-Every random number comes from one `tf.random.stateless_uniform` draw with a seed [2] derived
-from the dataset seed and the element index, so a seeded pipeline augments the same way on
-every run.
-
-Cost (SPEC P1: the pipeline must keep >= 0.8x the decode-only throughput). On CPU every op on
-a full float image costs 5-20% of a 224 px PNG decode, so the order of operations is chosen
-to touch the pixels as few times as possible:
-  1. crop (a slice) and flip (a reverse) on the integer pixels, a quarter of the float bytes;
-     caffe's RGB -> BGR order is folded into the flip (reversing the flattened [W * 3] rows
-     flips and reverses the channels in one op);
-  2. integer -> float, contrast, brightness and the scalar part of the normalisation as one
-     `Dequantize` op (a cast with an affine map), then one clip (skipped when the jitter maps
-     [0, 1] into itself): colour jitter saturates at the pixel level, and bilinear weights are
-     convex, so the resampled image stays in range;
-  3. one bilinear resize to `size` (skipped when the crop already has that size), with
-     antialiasing only when shrinking.
-Measured on 2 CPU cores at 224 px, per image (a PNG decode ~1 ms): resize from float ~0.2 ms,
-clip ~0.1 ms, Dequantize ~0.07 ms, flip ~0.09 ms (half the images), crop ~0.04 ms; the float
-batch copy another ~0.08 ms. So the default policy costs about half a decode; the bilinear
-zoom alone is ~0.2 decode, which bounds the pipeline/decode-floor ratio well below 1.
-The per-channel part of a normalisation (caffe's means, torch's means and stds) is left to
-`preprocess.Normalization.apply_channels`, which the pipeline runs once per batch.
-Measured alternatives that lose: `tf.image.crop_and_resize` over the batch costs ~3x a
-`ResizeBilinear` from float input; a negative-stride slice costs about a PNG decode; per-
-channel broadcasts ([..., 3] operands) and channel gathers cost 3-10x a scalar multiply-add;
-`ImageProjectiveTransformV3` costs about two PNG decodes (hence rotation is not in the
-default policy).
+Why the split (measured on 2 CPU cores at 224 px, per image, against a ~1 ms PNG decode): a
+bilinear zoom costs 0.3-0.45 ms on the host (`ResizeBilinear` from float or uint8; nearest
+neighbour, `QuantizedResizeBilinear` and per-image `crop_and_resize` are no cheaper), the
+integer -> float conversion, colour map and float batch copy another 0.2-0.3 ms, and a float
+batch is 4x the bytes of a uint8 one on its way to the device. Done on the host, the default
+policy reached 0.46-0.59 of the decode-only throughput; on an accelerator these batched ops
+cost microseconds. Where the "device" is the CPU itself, the batch costs ~1 ms per 224 px
+image (`crop_and_resize` ~0.8 ms, colour ~0.25 ms), small next to a CPU training step of any
+of the study's models at that resolution.
 """
 
 from __future__ import annotations
@@ -47,6 +39,8 @@ import math
 import tensorflow as tf
 
 from transfusion_tf.data import preprocess as preprocess_lib
+
+NUM_DRAWS = 7  # flip, zoom, top, left, angle, contrast, brightness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,154 +73,97 @@ def get_policy(name: str) -> AugmentParams | None:
     return AUGMENT_POLICIES[name]
 
 
-@dataclasses.dataclass(frozen=True)
-class Draw:
-    """The random choices for one image (scalar tensors): crop box, flip, angle, colour."""
+def draw_uniforms(seed: tf.Tensor) -> tf.Tensor:
+    """The augmentation draws of one image: float32 [NUM_DRAWS] uniform in [0, 1).
 
-    top: tf.Tensor
-    left: tf.Tensor
-    crop_h: tf.Tensor
-    crop_w: tf.Tensor
-    flip: tf.Tensor
-    angle: tf.Tensor
-    contrast: tf.Tensor
-    brightness: tf.Tensor
-
-
-def draw(seed: tf.Tensor, *, height: tf.Tensor, width: tf.Tensor, params: AugmentParams) -> Draw:
-    """Draws the augmentation of one height x width image from `seed` (int [2]).
-
-    One `stateless_uniform` call gives all seven numbers, so the same seed and image size
-    always give the same crop, flip, angle and colour map.
+    `seed` is int [2]; the same seed always gives the same draws (stateless RNG).
     """
-    u = tf.random.stateless_uniform([7], seed=tf.cast(seed, tf.int64))
-    side = 1.0 - params.max_zoom * u[1]
-    crop_h = tf.maximum(tf.cast(tf.round(side * tf.cast(height, tf.float32)), tf.int32), 1)
-    crop_w = tf.maximum(tf.cast(tf.round(side * tf.cast(width, tf.float32)), tf.int32), 1)
-    top = tf.cast(u[2] * tf.cast(height - crop_h + 1, tf.float32), tf.int32)
-    left = tf.cast(u[3] * tf.cast(width - crop_w + 1, tf.float32), tf.int32)
-    limit = math.radians(params.max_rotation_deg)
-    return Draw(
-        top=tf.minimum(top, height - crop_h),
-        left=tf.minimum(left, width - crop_w),
-        crop_h=crop_h,
-        crop_w=crop_w,
-        flip=tf.logical_and(tf.constant(params.flip), u[0] < 0.5),
-        angle=limit * (2.0 * u[4] - 1.0),
-        contrast=1.0 + params.max_contrast * (2.0 * u[5] - 1.0),
-        brightness=params.max_brightness * (2.0 * u[6] - 1.0),
-    )
+    return tf.random.stateless_uniform([NUM_DRAWS], seed=tf.cast(seed, tf.int64))
 
 
-def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
-    """Rotates [H, W, C] by `angle` radians about its centre (bilinear, reflected border)."""
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
+def draw_batch(seed: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+    """The draws of a batch: float32 [batch_size, NUM_DRAWS] from `seed` (int [2])."""
+    return tf.random.stateless_uniform([batch_size, NUM_DRAWS], seed=tf.cast(seed, tf.int64))
+
+
+def _column(x: tf.Tensor) -> tf.Tensor:
+    return x[:, None, None, None]
+
+
+def _rotate(images: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+    """Rotates [B, H, W, C] by `angles` [B] radians about the centre (bilinear, reflected)."""
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
     cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
-    cos, sin = tf.cos(angle), tf.sin(angle)
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    zeros = tf.zeros_like(angles)
     # Output pixel (x, y) samples input R @ ((x, y) - c) + c.
-    transform = tf.stack(
-        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    transforms = tf.stack(
+        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zeros, zeros],
+        axis=1,
     )
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None],
-        transforms=transform[None],
-        output_shape=tf.shape(image)[:2],
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="REFLECT",
-    )[0]
+    )
 
 
-def flip_and_order(
-    crop: tf.Tensor, *, flip: tf.Tensor, reverse_channels: bool, channels: int
-) -> tf.Tensor:
-    """Mirrors [h, w, C] left-right when `flip`; reverses the channel order if asked.
-
-    A flip with reversed channels is one reverse of the flattened [h, w * C] rows.
-    """
-    if not reverse_channels or channels == 1:
-        return tf.cond(flip, lambda: tf.reverse(crop, [1]), lambda: crop)
-    shape = tf.shape(crop)
-
-    def flip_reverse():
-        rows = tf.reshape(crop, [shape[0], shape[1] * channels])
-        return tf.reshape(tf.reverse(rows, [1]), shape)
-
-    return tf.cond(flip, flip_reverse, lambda: tf.reverse(crop, [2]))
-
-
-def scale_shift(pixels: tf.Tensor, *, scale: tf.Tensor, offset: tf.Tensor, max_value: float):
-    """float32 `pixels * scale / max_value + offset` in one op for uint8 / uint16 pixels.
-
-    Integer pixels go through `Dequantize` (a cast with an affine map, as cheap as a plain
-    cast); float pixels (max_value 1) through one multiply-add.
-    """
-    if pixels.dtype in (tf.uint8, tf.uint16):
-        quantized = tf.quint8 if pixels.dtype == tf.uint8 else tf.quint16
-        return tf.raw_ops.Dequantize(
-            input=tf.bitcast(pixels, quantized),
-            min_range=offset,
-            max_range=offset + scale,
-            mode="MIN_COMBINED",
-        )
-    return tf.cast(pixels, tf.float32) * (scale / max_value) + offset
-
-
-def augment_pixels(
+def augment_batch(
     pixels: tf.Tensor,
+    draws: tf.Tensor,
     *,
-    seed: tf.Tensor,
     size: int,
     params: AugmentParams,
-    normalization: preprocess_lib.Normalization,
-    max_value: float = 1.0,
+    mode: str = "unit",
 ) -> tf.Tensor:
-    """Augments and scales one image [H, W, C] to float32 [size, size, C] (see module doc).
+    """Augments and normalises a batch (see the module docstring).
 
-    `pixels` are uint8 (max_value 255), uint16 (max_value 65535) or float in [0, 1]
-    (max_value 1) with C = normalization.channels. The output is
-    `normalization.apply_channels(output)`-ready: [0, 1] colour-jittered values mapped by the
-    scalar part of the normalisation (for "unit": [0, 1] itself). The same pixels and seed
-    give the same output.
+    Args:
+      pixels: uint8 / uint16 [B, H, W, C] (scaled by 255 / 65535) or float [B, H, W, C] in
+        [0, 1], C = 1 or 3 (static). The pipeline hands over H = W = size.
+      draws: float32 [B, NUM_DRAWS] from `draw_uniforms`, one row per image.
+      size: output side.
+      params: the policy's ranges.
+      mode: the normalisation (`preprocess.PREPROCESS_MODES`).
+
+    Returns:
+      float32 [B, size, size, C], values in the range of `mode`. The same pixels and draws
+      always give the same output.
     """
-    channels = normalization.channels
-    shape = tf.shape(pixels)
-    d = draw(seed, height=shape[0], width=shape[1], params=params)
-    crop = tf.slice(pixels, tf.stack([d.top, d.left, 0]), tf.stack([d.crop_h, d.crop_w, -1]))
-    crop = flip_and_order(
-        crop, flip=d.flip, reverse_channels=normalization.reverse_channels, channels=channels
-    )
-    # Colour jitter (x - 0.5) * contrast + 0.5 + brightness, then the scalar normalisation
-    # y * s + o, as one affine map of the pixels; saturating at 0 and 1 before it is the clip
-    # to [o, s + o] after it (s > 0).
-    s, o = normalization.scale, normalization.offset
-    unit_scale = d.contrast
-    unit_offset = 0.5 - 0.5 * d.contrast + d.brightness
-    image = scale_shift(crop, scale=unit_scale * s, offset=unit_offset * s + o, max_value=max_value)
-    # The clip is a whole pass over the image: skip it when the jitter keeps [0, 1] inside.
-    # (With a margin for rounding, so that outputs never leave [o, s + o].)
-    inside = tf.logical_and(unit_offset >= 1e-6, unit_offset + unit_scale <= 1.0 - 1e-6)
-    image = tf.cond(inside, lambda: image, lambda: tf.clip_by_value(image, o, s + o))
-
-    def resize():
-        shrink = tf.maximum(d.crop_h, d.crop_w) > size
-        return tf.cond(
-            shrink,
-            lambda: tf.clip_by_value(
-                tf.image.resize(image, [size, size], antialias=True), o, s + o
-            ),
-            lambda: tf.raw_ops.ResizeBilinear(
-                images=image[None], size=[size, size], half_pixel_centers=True
-            )[0],
+    preprocess_lib.check_mode(mode)
+    channels = pixels.shape[-1]
+    if channels not in (1, 3):
+        raise ValueError(f"augment_batch needs 1 or 3 channels, got shape {pixels.shape}")
+    u = tf.cast(draws, tf.float32)
+    images = preprocess_lib.to_unit_float(pixels)
+    if params.max_contrast or params.max_brightness:
+        contrast = 1.0 + params.max_contrast * (2.0 * u[:, 5] - 1.0)
+        brightness = params.max_brightness * (2.0 * u[:, 6] - 1.0)
+        offset = 0.5 - 0.5 * contrast + brightness
+        images = tf.clip_by_value(images * _column(contrast) + _column(offset), 0.0, 1.0)
+    static = pixels.shape[1] == size and pixels.shape[2] == size
+    if params.max_zoom or not static:
+        side = 1.0 - params.max_zoom * u[:, 1]
+        top, left = u[:, 2] * (1.0 - side), u[:, 3] * (1.0 - side)
+        flip = u[:, 0] < 0.5 if params.flip else tf.zeros_like(side, tf.bool)
+        x1 = tf.where(flip, left + side, left)
+        x2 = tf.where(flip, left, left + side)
+        boxes = tf.stack([top, x1, top + side, x2], axis=1)
+        images = tf.image.crop_and_resize(
+            images, boxes, tf.range(tf.shape(images)[0]), [size, size], method="bilinear"
         )
-
-    same = tf.logical_and(tf.equal(d.crop_h, size), tf.equal(d.crop_w, size))
-    out = tf.cond(same, lambda: image, resize)
+    elif params.flip:
+        images = tf.where(_column(u[:, 0] < 0.5), tf.reverse(images, [2]), images)
     if params.max_rotation_deg:
-        out = tf.clip_by_value(_rotate(out, d.angle), o, s + o)
-    out.set_shape([size, size, channels])
-    return out
+        angles = math.radians(params.max_rotation_deg) * (2.0 * u[:, 4] - 1.0)
+        images = tf.clip_by_value(_rotate(images, angles), 0.0, 1.0)
+    images = preprocess_lib.normalize(images, mode=mode)
+    images.set_shape([None, size, size, channels])
+    return images
 
 
 def augment_image(
@@ -235,21 +172,12 @@ def augment_image(
     seed: tf.Tensor,
     size: int,
     params: AugmentParams = AugmentParams(),
-    max_value: float = 1.0,
+    mode: str = "unit",
 ) -> tf.Tensor:
-    """Augments an image [H, W, C] to float32 [size, size, C] in [0, 1]; `seed` is int [2].
+    """`augment_batch` of one image [H, W, C] with the draws of `seed` (int [2]).
 
-    `image` is float in [0, 1] (max_value 1) or uint8/uint16 pixels (max_value 255 / 65535).
-    The same image and seed give the same output.
+    Returns float32 [size, size, C]; the same image and seed give the same output.
     """
-    channels = image.shape[-1]
-    if channels not in (1, 3):
-        raise ValueError(f"augment_image needs 1 or 3 channels, got shape {image.shape}")
-    return augment_pixels(
-        image,
-        seed=seed,
-        size=size,
-        params=params,
-        normalization=preprocess_lib.normalization("unit", channels=channels),
-        max_value=max_value,
-    )
+    return augment_batch(
+        image[None], draw_uniforms(seed)[None], size=size, params=params, mode=mode
+    )[0]

@@ -50,6 +50,9 @@ def decode_image(encoded, *, channels: int | None = None, dtype: tf.DType | None
     if dtype not in (tf.uint8, tf.uint16):
         raise ValueError(f"dtype must be tf.uint8 or tf.uint16, got {dtype}")
     channels = channels or 0
+    if dtype == tf.uint8:
+        # DecodePng decodes JPEG (and GIF) bytes too, identically to DecodeJpeg's defaults.
+        return tf.io.decode_png(encoded, channels=channels)
 
     def _png():
         return tf.io.decode_png(encoded, channels=channels, dtype=dtype)

@@ -64,6 +64,13 @@ def encode_png(image: np.ndarray, *, compress_level: int = 3) -> bytes:
     )
 
 
+def bit_depth_of(image_bytes: bytes) -> int:
+    """Bits per sample of encoded image bytes: a PNG's IHDR bit depth (8 or 16), else 8."""
+    if image_bytes[:8] == PNG_SIGNATURE and len(image_bytes) > 24:
+        return max(int(image_bytes[24]), 8)
+    return 8
+
+
 def encode_jpeg(image: np.ndarray, *, quality: int = 95) -> bytes:
     """Encodes a uint8 image [H, W] or [H, W, 1|3] as baseline JPEG bytes (Pillow)."""
     from PIL import Image

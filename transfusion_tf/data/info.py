@@ -2,9 +2,10 @@
 
 A dataset directory holds shards `<split>-NNNNN-of-MMMMM.tfrecord` and `dataset_info.json`
 with keys schema_version, source_format, tasks (names in label-vector order), label_policy,
-image_encoding, splits {split: {num_examples, labelled {task: int}, positives {task: int}}}
-and skipped [{path, reason}]. The info file is written last, so its presence means the shards
-it describes are complete.
+image_encoding, bit_depth (the largest bits per sample of the stored images, 8 or 16; absent
+in older directories, read as 16, which holds any image), splits {split: {num_examples,
+labelled {task: int}, positives {task: int}}} and skipped [{path, reason}]. The info file is
+written last, so its presence means the shards it describes are complete.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ REQUIRED_KEYS = ("schema_version", "source_format", "tasks", "label_policy", "sp
 
 class DatasetError(ValueError):
     """A dataset directory is malformed (message names the directory or file)."""
+
+
+def pixel_dtype(info: dict[str, Any]):
+    """The integer dtype that holds every stored image of a dataset: tf.uint8 or tf.uint16."""
+    import tensorflow as tf
+
+    return tf.uint8 if int(info.get("bit_depth", 16)) <= 8 else tf.uint16
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:

@@ -1,19 +1,25 @@
 """The tf.data input pipeline (SPEC D3), used by training, evaluation and the analyses.
 
     file list -> seeded file shuffle -> shard per input context -> parallel interleave
-    -> parse -> [train_examples subset] -> shuffle -> decode + augment (or resize)
-    + normalise (parallel, one map; stateless seeds from the element index) -> batch
-    -> [per-channel normalisation of augmented batches] -> prefetch
+    -> parse -> [train_examples subset] -> shuffle -> decode + preprocess (parallel, one map)
+    -> batch -> [augment the batch] -> prefetch
 
 Evaluation and augment="none" run `preprocess.preprocess_image` per image, so their images
 equal `preprocess.decode_and_preprocess` (what an exported model does with bytes). Augmented
-training decodes at the stored bit depth and hands the integer pixels to
-`augment.augment_pixels`, which crops, flips, jitters, scales and resizes them in few passes
-(see augment.py for the measured costs); the per-channel part of caffe / torch
-normalisation runs once per batch.
+training decodes at the stored bit depth (`dataset_info.json`'s bit_depth: uint8, or uint16
+when any image is 16-bit), keeps the integer pixels (`preprocess.prepare_pixels`, which
+converts or resizes only images that differ from the model input) and draws each image's
+augmentation from a stateless seed (dataset seed, element index); `augment.augment_batch` then
+turns the batch into normalised float images. With `defer_augment=True` that last step is left
+to the caller: batches carry "pixels" (uint8/uint16 [B, S, S, C]) and "augment" (float32
+[B, NUM_DRAWS]) instead of "image", and `DeferredAugment` finishes them inside the train step,
+on the accelerator (the trainer does this). The host then only reads, decodes and batches
+integer pixels: 4x fewer bytes to the device than float images, and none of the resampling
+that costs the CPU a third of a PNG decode per image (see augment.py).
 
 `build_dataset` yields dicts {"image": float32 [B, H, W, C], "labels": float32 [B, T],
-"mask": float32 [B, T], "example_id": string [B]}. `batch_size` is the global batch; with a
+"mask": float32 [B, T], "example_id": string [B]} (deferred: "pixels" and "augment" for
+"image"). `batch_size` is the global batch; with a
 `tf.distribute.InputContext` each pipeline batches `get_per_replica_batch_size(batch_size)` and
 reads the files `i::num_input_pipelines` of a seeded file order (with fewer files than
 pipelines, records are sharded instead).
@@ -29,6 +35,7 @@ order. Choosing them reads the ids and labels of the split once (no image decodi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
@@ -44,6 +51,46 @@ from transfusion_tf.data import schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 _INTERLEAVE_CYCLE = 8
+PIXELS_KEY = "pixels"
+DRAWS_KEY = "augment"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeferredAugment:
+    """Finishes batches of `build_dataset(..., defer_augment=True)` where the model runs.
+
+    Calling it maps {"pixels": [B, S, S, C], "augment": [B, NUM_DRAWS], ...} to
+    {"image": float32 [B, S, S, C], ...} (the other keys unchanged) with
+    `augment.augment_batch`; a batch without "pixels" (already finished) is returned as is.
+    """
+
+    image_size: int
+    preprocess_mode: str
+    params: augment_lib.AugmentParams
+
+    def __call__(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        if PIXELS_KEY not in batch:
+            return batch
+        out = {k: v for k, v in batch.items() if k not in (PIXELS_KEY, DRAWS_KEY)}
+        out["image"] = augment_lib.augment_batch(
+            batch[PIXELS_KEY],
+            batch[DRAWS_KEY],
+            size=self.image_size,
+            params=self.params,
+            mode=self.preprocess_mode,
+        )
+        return out
+
+
+def deferred_augment(
+    *, image_size: int, preprocess_mode: str, augment: str
+) -> DeferredAugment | None:
+    """The `DeferredAugment` of a training pipeline's settings; None for augment="none"."""
+    preprocess_lib.check_mode(preprocess_mode)
+    params = augment_lib.get_policy(augment)
+    if params is None:
+        return None
+    return DeferredAugment(image_size=image_size, preprocess_mode=preprocess_mode, params=params)
 
 
 def subset_score(example_id: bytes, seed: int) -> int:
@@ -99,6 +146,7 @@ def build_dataset(
     balanced: bool = False,
     cache: bool = False,
     deterministic: bool = False,
+    defer_augment: bool = False,
     repeat: bool | None = None,
     shuffle_buffer: int = 2048,
     input_context: tf.distribute.InputContext | None = None,
@@ -108,8 +156,10 @@ def build_dataset(
     training=True: shuffled, augmented (unless augment="none"), repeated forever (unless
     repeat=False), full batches only. training=False: file order, no augmentation, one pass
     (unless repeat=True), the last partial batch kept. `cache=True` keeps decoded, resized
-    images in memory after the first pass. `deterministic=True` gives the same element order on
-    every run: two datasets built with the same arguments yield the same batches.
+    images in memory after the first pass (augmented training: the integer pixels).
+    `deterministic=True` gives the same element order on every run: two datasets built with the
+    same arguments yield the same batches. `defer_augment=True` leaves the augmentation of
+    augmented training batches to `DeferredAugment` (see the module docstring).
     """
     info = info_lib.load_dataset_info(dataset_dir)
     preprocess_lib.check_mode(preprocess_mode)
@@ -187,7 +237,7 @@ def build_dataset(
         return example
 
     def decode(example):
-        """Parsed example -> dict with "image" float32 [h, w, channels] in [0, 1]."""
+        """Parsed example -> dict with "image" float32 [S, S, channels] in [0, 1]."""
         image = decode_lib.checked_decode_unit_float(
             example["image_bytes"],
             height=example["height"],
@@ -202,77 +252,56 @@ def build_dataset(
             "example_id": example["example_id"],
         }
 
-    norm = preprocess_lib.normalization(preprocess_mode, channels=channels)
+    pixel_dtype = info_lib.pixel_dtype(info)
 
-    def augment_pixels(pixels, max_value, element_seed):
-        return augment_lib.augment_pixels(
-            pixels,
-            seed=element_seed,
-            size=image_size,
-            params=params,
-            normalization=norm,
-            max_value=max_value,
-        )
+    def decode_pixels(example):
+        """Parsed example -> dict with "pixels" uint8/uint16 [S, S, channels] (augmented path).
 
-    def decode_augment(example, element_seed):
-        """Decodes at the stored bit depth and augments straight from the integer pixels.
-
-        With channels=3 the decoder itself repeats gray and drops alpha (exact). With
-        channels=1, gray images stay integer; colour ones take the float luma of
-        `preprocess.to_channels` first, so both match `preprocess_image`.
+        With channels=3 the decoder itself repeats gray and drops alpha (exact).
         """
         where = _where(example["file"], example["example_id"])
-
-        def from_pixels(pixels, max_value):
-            pixels = decode_lib.check_size(
-                pixels, height=example["height"], width=example["width"], where=where
-            )
-            if channels == 3:
-                pixels.set_shape([None, None, 3])
-                return augment_pixels(pixels, max_value, element_seed)
-
-            def gray():
-                return augment_pixels(pixels[..., :1], max_value, element_seed)
-
-            def luma():
-                unit = preprocess_lib.to_channels(preprocess_lib.to_unit_float(pixels), 1)
-                return augment_pixels(unit, 1.0, element_seed)
-
-            return tf.cond(tf.shape(pixels)[-1] < 3, gray, luma)
-
         encoded = decode_lib.check_encoded(example["image_bytes"], where=where)
-        return decode_lib.map_decoded(encoded, from_pixels, channels=3 if channels == 3 else 0)
-
-    def finish(index, example):
-        """Decodes (unless cached), augments with a per-element seed, normalises.
-
-        Augmented images leave here without the per-channel part of the normalisation
-        (`finish_batch` applies it to whole batches).
-        """
-        element_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
-        if params is not None and not cache:
-            image = decode_augment(example, element_seed)
-        else:
-            if not cache:
-                example = decode(example)
-            image = example["image"]
-            if params is not None:
-                image = augment_pixels(image, 1.0, element_seed)
-            else:
-                image = preprocess_lib.normalize(image, mode=preprocess_mode)
+        pixels = decode_lib.decode_image(
+            encoded, channels=3 if channels == 3 else 0, dtype=pixel_dtype
+        )
+        pixels = decode_lib.check_size(
+            pixels, height=example["height"], width=example["width"], where=where
+        )
+        pixels = preprocess_lib.prepare_pixels(pixels, image_size=image_size, channels=channels)
         return {
-            "image": image,
+            PIXELS_KEY: pixels,
             "labels": example["labels"],
             "mask": example["mask"],
             "example_id": example["example_id"],
         }
 
-    def finish_batch(batch):
-        """Per-channel part of the normalisation of an augmented batch [B, H, W, C]."""
-        return dict(batch, image=norm.apply_channels(batch["image"]))
+    # Filters need the parsed example; otherwise the (record, file) pairs are shuffled as they
+    # are and parsed in the one per-element map (one map stage less per element).
+    parse_early = keep_table is not None or balanced or cache
+
+    def finish(*element):
+        """Parses (unless done), decodes (unless cached) and preprocesses one element."""
+        example = element[0] if parse_early else parse(*element)
+        if params is None:
+            image = (example if cache else decode(example))["image"]
+            image = preprocess_lib.normalize(image, mode=preprocess_mode)
+            return {
+                "image": image,
+                "labels": example["labels"],
+                "mask": example["mask"],
+                "example_id": example["example_id"],
+            }
+        return example if cache else decode_pixels(example)
+
+    def add_draws(index, batch):
+        """The augmentation draws of a batch, seeded by (seed, global batch index)."""
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
+        size = tf.shape(batch["labels"])[0]
+        draws = augment_lib.draw_batch(batch_seed, size)
+        return dict(batch, **{DRAWS_KEY: draws})
 
     def stream(keep=None) -> tf.data.Dataset:
-        """Parsed (or, with cache, decoded) examples of this pipeline's files."""
+        """Records with their file, or parsed (with cache, decoded) examples."""
         ds = tf.data.Dataset.from_tensor_slices(files)
         if training and not cache:
             ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -287,13 +316,15 @@ def build_dataset(
         )
         if shard_records:
             ds = ds.shard(num_pipelines, pipeline_id)
-        ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+        if parse_early:
+            ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
         if keep_table is not None:
             ds = ds.filter(lambda ex: keep_table.lookup(ex["example_id"]) > 0)
         if keep is not None:
             ds = ds.filter(keep)
         if cache:
-            ds = ds.map(decode, num_parallel_calls=AUTOTUNE).cache()
+            cached = decode if params is None else decode_pixels
+            ds = ds.map(cached, num_parallel_calls=AUTOTUNE).cache()
             if repeat:
                 ds = ds.repeat()
         if training:
@@ -312,19 +343,25 @@ def build_dataset(
         )
     else:
         ds = stream()
-    ds = ds.enumerate().map(finish, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(per_replica_batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
-    if params is not None and norm.per_channel:
-        ds = ds.map(finish_batch, num_parallel_calls=AUTOTUNE)
+    if params is not None:
+        ds = ds.enumerate().map(add_draws)
+        if not defer_augment:
+            augment_fn = DeferredAugment(
+                image_size=image_size, preprocess_mode=preprocess_mode, params=params
+            )
+            ds = ds.map(augment_fn, num_parallel_calls=AUTOTUNE)
     ds = ds.prefetch(AUTOTUNE).with_options(options)
     logging.info(
-        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s",
+        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s%s",
         os.path.basename(os.path.normpath(dataset_dir)),
         split,
         len(files),
         per_replica_batch,
         training,
         augment if training else "none",
+        " (deferred)" if params is not None and defer_augment else "",
         f", subset of {train_examples}" if train_examples else "",
     )
     return ds

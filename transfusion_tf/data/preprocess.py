@@ -11,17 +11,14 @@
        with that mode applied to 255 * x (ResNet50: caffe, Inception-v3: tf, DenseNet: torch).
        With channels=1 the per-channel ImageNet mean (and std) are averaged over RGB.
 Evaluation (and training without augmentation) runs exactly `preprocess_image` per image.
-Augmented training folds step 4 into the augmentation: `normalization(mode, channels)` splits
-it into a channel order, a scalar affine map (applied per image together with the colour
-jitter, see augment.py) and a per-channel affine map (`Normalization.apply_channels`, run
-once per batch); their composition equals `normalize`. Export imports this module.
+Augmented training runs steps 2-3 on the host at the stored integer depth (`prepare_pixels`:
+the decoded pixels, converted and resized only when they differ from the model input), and
+step 1 and 4 after the augmentation, in `augment.augment_batch`, with these same functions.
+Export imports this module.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
 import tensorflow as tf
 
 from transfusion_tf.data import decode as decode_lib
@@ -96,6 +93,52 @@ def prepare_unit(image: tf.Tensor, *, image_size: int, channels: int) -> tf.Tens
     return resize_square(to_channels(to_unit_float(image), channels), image_size)
 
 
+def _requantize(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """float32 in [0, 1] -> the nearest uint8 / uint16 value (saturating)."""
+    max_value = 255.0 if dtype == tf.uint8 else 65535.0
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * max_value), dtype)
+
+
+def prepare_pixels(image: tf.Tensor, *, image_size: int, channels: int) -> tf.Tensor:
+    """Steps 2-3 at the stored depth: uint8/uint16 [H, W, c] -> same dtype [S, S, channels].
+
+    S = image_size. Gray stays gray or is repeated, alpha is dropped; an image of the model's
+    size and channels passes through untouched (no copy). A colour image made gray (luma) or
+    an image of another size is converted in float exactly as `prepare_unit` does and rounded
+    back to the integer dtype, i.e. within half a quantisation step of `prepare_unit`.
+    """
+    check_channels(channels)
+    dtype = image.dtype
+    if dtype not in (tf.uint8, tf.uint16):
+        raise ValueError(f"prepare_pixels needs uint8 or uint16 pixels, got {dtype}")
+    shape = tf.shape(image)
+    fits = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+    if image.shape[-1] == channels:
+
+        def keep():
+            return image
+
+    else:
+        stored = shape[2]
+        usable = tf.equal(stored, channels)
+        if channels == 3:
+            usable = tf.logical_or(usable, tf.equal(stored, 4))  # RGBA: drop alpha
+        else:
+            usable = tf.logical_or(usable, stored < 3)  # gray + alpha: drop alpha
+        fits = tf.logical_and(fits, usable)
+
+        def keep():
+            return image[..., :channels]
+
+    def convert():
+        unit = prepare_unit(image, image_size=image_size, channels=channels)
+        return _requantize(unit, dtype)
+
+    out = tf.cond(fits, keep, convert)
+    out.set_shape([image_size, image_size, channels])
+    return out
+
+
 def normalize(x: tf.Tensor, *, mode: str) -> tf.Tensor:
     """Step 4: float32 [..., C] in [0, 1] -> the value range of `mode` (C = 1 or 3)."""
     check_mode(mode)
@@ -114,80 +157,6 @@ def normalize(x: tf.Tensor, *, mode: str) -> tf.Tensor:
     if channels == 1:
         return x255 - tf.reduce_mean(mean)
     return tf.reverse(x255, axis=[-1]) - mean
-
-
-@dataclasses.dataclass(frozen=True)
-class Normalization:
-    """Step 4 of `mode` for `channels` channels, split for the augmented training path.
-
-    `normalize(x) == apply_channels(order(x) * scale + offset)` where `order` reverses the
-    channels when `reverse_channels` (caffe's RGB -> BGR). `channel_scale` / `channel_offset`
-    are None when the mode has no per-channel part (then `apply_channels` is the identity).
-    """
-
-    mode: str
-    channels: int
-    scale: float
-    offset: float
-    reverse_channels: bool = False
-    channel_scale: tuple[float, ...] | None = None
-    channel_offset: tuple[float, ...] | None = None
-
-    @property
-    def per_channel(self) -> bool:
-        """True when `apply_channels` does any work."""
-        return self.channel_scale is not None or self.channel_offset is not None
-
-    def apply_channels(self, images: tf.Tensor) -> tf.Tensor:
-        """The per-channel affine map of float32 images [B, H, W, C] (static H, W, C).
-
-        The per-channel constants are tiled to whole rows [1, H * W * C] so the map is two
-        row-broadcast ops over [B, H * W * C] (broadcasting a [C] operand is several times
-        slower on CPU).
-        """
-        if not self.per_channel:
-            return images
-        pixels = int(np.prod(images.shape[1:-1]))
-        rows = tf.reshape(images, [tf.shape(images)[0], pixels * self.channels])
-        if self.channel_scale is not None:
-            rows = rows * np.tile(np.asarray(self.channel_scale, np.float32), pixels)[None]
-        if self.channel_offset is not None:
-            rows = rows + np.tile(np.asarray(self.channel_offset, np.float32), pixels)[None]
-        return tf.reshape(rows, tf.shape(images))
-
-
-def normalization(mode: str, *, channels: int) -> Normalization:
-    """The Normalization of `mode` (see PREPROCESS_MODES) for 1 or 3 channels."""
-    check_mode(mode)
-    check_channels(channels)
-    if mode == "unit":
-        return Normalization(mode, channels, scale=1.0, offset=0.0)
-    if mode == "tf":
-        return Normalization(mode, channels, scale=2.0, offset=-1.0)
-    if mode == "torch":
-        mean, std = np.asarray(_TORCH_MEAN, np.float32), np.asarray(_TORCH_STD, np.float32)
-        if channels == 1:
-            m, sd = float(np.mean(mean)), float(np.mean(std))
-            return Normalization(mode, channels, scale=1.0 / sd, offset=-m / sd)
-        return Normalization(
-            mode,
-            channels,
-            scale=1.0,
-            offset=0.0,
-            channel_scale=tuple(float(v) for v in 1.0 / std),
-            channel_offset=tuple(float(v) for v in -mean / std),
-        )
-    mean_bgr = np.asarray(_CAFFE_MEAN_BGR, np.float32)
-    if channels == 1:
-        return Normalization(mode, channels, scale=255.0, offset=-float(np.mean(mean_bgr)))
-    return Normalization(
-        mode,
-        channels,
-        scale=255.0,
-        offset=0.0,
-        reverse_channels=True,
-        channel_offset=tuple(float(-v) for v in mean_bgr),
-    )
 
 
 def preprocess_image(image: tf.Tensor, *, image_size: int, channels: int, mode: str) -> tf.Tensor:

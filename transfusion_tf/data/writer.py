@@ -27,7 +27,7 @@ from absl import logging
 
 from transfusion_tf.data import info as info_lib
 from transfusion_tf.data import schema
-from transfusion_tf.data.encode import encode_image, encode_jpeg, encode_png
+from transfusion_tf.data.encode import bit_depth_of, encode_image, encode_jpeg, encode_png
 
 __all__ = [
     "DatasetIntegrityError",
@@ -47,12 +47,17 @@ class DatasetIntegrityError(RuntimeError):
 
 @dataclasses.dataclass
 class SplitStats:
-    """Counts of one split: examples, labelled (mask == 1) and positives per task."""
+    """Counts of one split: examples, labelled (mask == 1) and positives per task.
+
+    `bit_depth` is the largest bits per sample among the written images (8 or 16; 0 before the
+    first); it goes to dataset_info.json as "bit_depth", not into the per-split counts.
+    """
 
     tasks: tuple[str, ...]
     num_examples: int = 0
     labelled: dict[str, int] = dataclasses.field(default_factory=dict)
     positives: dict[str, int] = dataclasses.field(default_factory=dict)
+    bit_depth: int = 0
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -162,6 +167,7 @@ class ShardedWriter:
             mask=mask,
         )
         self._write_serialized(example.SerializeToString(), example_id, labels, mask)
+        self.stats.bit_depth = max(self.stats.bit_depth, bit_depth_of(image_bytes))
 
     def write_example(self, example: tf.train.Example) -> None:
         """Adds one already built `tf.train.Example` (see `schema.make_example`)."""
@@ -175,6 +181,8 @@ class ShardedWriter:
                 f"dataset has {len(self.tasks)} tasks"
             )
         self._write_serialized(example.SerializeToString(), example_id, labels, mask)
+        image_bytes = feature[schema.IMAGE_KEY].bytes_list.value[0]
+        self.stats.bit_depth = max(self.stats.bit_depth, bit_depth_of(image_bytes))
 
     def _write_serialized(
         self, data: bytes, example_id: str, labels: Sequence[float], mask: Sequence[float]
@@ -297,6 +305,7 @@ def finalize_dataset(
         "tasks": list(tasks),
         "label_policy": label_policy,
         "image_encoding": image_encoding,
+        "bit_depth": max([8, *(s.bit_depth for s in split_stats.values())]),
         "splits": splits,
         "skipped": [dict(item) for item in skipped],
     }

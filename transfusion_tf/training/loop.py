@@ -30,15 +30,21 @@ def make_train_loop(
     optimizer: keras.optimizers.Optimizer,
     global_batch_size: int,
     class_weights: Sequence[float] | None = None,
+    prepare_batch: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
 ) -> Callable[[Iterator, tf.Tensor], tf.Tensor]:
     """Returns `train_loop(iterator, num_steps) -> mean loss` over `num_steps` steps.
 
     `iterator` yields per-replica batches {"image": [b, H, W, C], "labels": [b, T],
     "mask": [b, T], ...} from `strategy.distribute_datasets_from_function`; `num_steps` is a
-    scalar int32 tensor (a tensor, so one trace serves every loop length).
+    scalar int32 tensor (a tensor, so one trace serves every loop length). `prepare_batch`,
+    if given, maps each batch first, inside the replica's step and so on its device: the
+    trainer passes `pipeline.DeferredAugment`, which turns batches of integer pixels and
+    augmentation draws into images.
     """
 
     def step_fn(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        if prepare_batch is not None:
+            batch = prepare_batch(batch)
         with tf.GradientTape() as tape:
             logits = model(batch["image"], training=True)
             loss = losses.masked_bce(

@@ -37,6 +37,7 @@ from absl import logging
 
 import transfusion_tf
 from transfusion_tf import config as config_lib
+from transfusion_tf.data import pipeline as pipeline_lib
 from transfusion_tf.training import checkpoint as ckpt_lib
 from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import metrics as metrics_lib
@@ -299,6 +300,7 @@ class _Run:
                 training=True,
                 seed=data.seed + start_step,
                 augment=data.augment,
+                defer_augment=True,
                 train_examples=data.train_examples,
                 balanced=data.balanced,
                 cache=data.cache,
@@ -426,6 +428,11 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         optimizer=run.optimizer,
         global_batch_size=cfg.data.batch_size,
         class_weights=tc.class_weights,
+        prepare_batch=pipeline_lib.deferred_augment(
+            image_size=cfg.data.image_size,
+            preprocess_mode=run.preprocess_mode,
+            augment=cfg.data.augment,
+        ),
     )
     run.predict = loop_lib.make_predict_fn(run.model)
     conv1 = run.conv1_layers
