@@ -20,15 +20,17 @@ The work is split so that the host's input pipeline only decodes (SPEC P1):
   - optional small rotation (policy "affine"): one batched `ImageProjectiveTransformV3`;
   - the normalisation of `mode` (`preprocess.normalize`).
 
-Why the split (measured on 2 CPU cores at 224 px, per image, against a ~1 ms PNG decode): a
-bilinear zoom costs 0.3-0.45 ms on the host (`ResizeBilinear` from float or uint8; nearest
+Why the split (measured on 2 CPU cores at 224 px, per image, against a ~1.4 ms PNG decode):
+a bilinear zoom costs 0.3-0.45 ms on the host (`ResizeBilinear` from float or uint8; nearest
 neighbour, `QuantizedResizeBilinear` and per-image `crop_and_resize` are no cheaper), the
 integer -> float conversion, colour map and float batch copy another 0.2-0.3 ms, and a float
-batch is 4x the bytes of a uint8 one on its way to the device. Done on the host, the default
-policy reached 0.46-0.59 of the decode-only throughput; on an accelerator these batched ops
-cost microseconds. Where the "device" is the CPU itself, the batch costs ~1 ms per 224 px
-image (`crop_and_resize` ~0.8 ms, colour ~0.25 ms), small next to a CPU training step of any
-of the study's models at that resolution.
+batch is 4x the bytes of a uint8 one on its way to the device. With that work in the input
+pipeline the default policy reached 0.46-0.59 of the decode-only throughput (bench/pipeline.py);
+without it, ~0.89. On an accelerator the batch is a handful of batched kernels next to the
+model's own. Where the "device" is the CPU itself, `augment_batch` costs ~2-3 ms per 224 px
+image (`crop_and_resize` ~0.8 ms; caffe's per-channel broadcast and channel reversal most of
+the rest), small next to a CPU training step of the study's models at that resolution, and
+~50x less at the 32 px of the tests and the demo.
 """
 
 from __future__ import annotations
