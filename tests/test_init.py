@@ -192,3 +192,46 @@ def test_inception_auto_named_layers_transfer_from_a_legacy_file(tmp_path):
     for var, want in zip(backbone, ordered, strict=True):
         np.testing.assert_array_equal(var.numpy(), want, err_msg=var.path)
     assert report.counts() == {"copied": len(ordered), "new_head": 2}
+
+
+@pytest.mark.slow
+def test_densenet_transfers_from_both_weight_formats_and_transfuses_by_unit(tmp_path):
+    """DenseNet121 (torch preprocessing, concatenating blocks) through the same code path."""
+    source = keras.applications.DenseNet121(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    rng = np.random.default_rng(3)
+    for var in source.weights:
+        value = rng.uniform(0.5, 1.5, tuple(var.shape)).astype(np.float32)
+        var.assign(value)
+    legacy = str(tmp_path / "densenet121_notop.h5")
+    with h5py.File(legacy, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    keras3 = str(tmp_path / "densenet121_notop.weights.h5")
+    source.save_weights(keras3)
+    values = {f"{layer.name}/{w.name}": w.numpy() for layer in source.layers for w in layer.weights}
+    for path in (legacy, keras3):
+        model = models.build_model("densenet121", num_tasks=1, image_size=32)
+        report = initialize(
+            model,
+            model_name="densenet121",
+            init=config.InitConfig(name="imagenet", source_weights=path),
+        )
+        assert report.counts() == {"copied": len(values), "new_head": 2}
+        for var in model.weights:
+            if var.path in values:
+                np.testing.assert_array_equal(var.numpy(), values[var.path], err_msg=var.path)
+    model = models.build_model("densenet121", num_tasks=1, image_size=32)
+    report = initialize(
+        model,
+        model_name="densenet121",
+        init=config.InitConfig(name="transfusion", source_weights=legacy, transfuse_upto=2),
+    )
+    units = models.model_units(model, "densenet121")
+    rows = report.by_variable()
+    for index, unit in enumerate(units):
+        for layer_name in unit.layers:
+            for var in model.get_layer(layer_name).weights:
+                copied = rows[var.path]["how"] == "copied"
+                assert copied == (index < 2), var.path
+                assert np.array_equal(var.numpy(), values[var.path]) == copied, var.path
