@@ -86,6 +86,29 @@ def test_eyepacs_labels_patients_and_counts(eyepacs_raw, tmp_path):
     assert ex["image_bytes"] == (eyepacs_raw / "train" / f"{name}.jpeg").read_bytes()
 
 
+def test_eyepacs_competition_test_labels_are_the_test_split(tmp_path):
+    """retinopathy_solution.csv + test/ become the test split; valid comes from train."""
+    raw = tmp_path / "raw"
+    layouts.write_eyepacs(str(raw), num_examples=11, image_size=24, seed=4, test_examples=6)
+    (raw / "test" / "16_left.jpeg").write_bytes(b"not a jpeg")  # reported, not fatal
+    info = convert("eyepacs", raw, tmp_path / "out", valid_fraction=0.3, test_fraction=0.5)
+    splits = read_all(str(tmp_path / "out"))
+    train_level = grades(raw / "trainLabels.csv", "image", "level")
+    test_level = grades(raw / "retinopathy_solution.csv", "image", "level")
+    assert set(splits["test"]) == set(test_level) - {"16_left"}
+    assert set(splits["train"]) | set(splits["valid"]) == set(train_level)
+    assert splits["valid"] and splits["train"]
+    for name, ex in splits["test"].items():
+        assert ex["labels"].tolist() == [float(test_level[name] >= 2)]
+    assert [s["path"] for s in info["skipped"]] == [str(raw / "test" / "16_left.jpeg")]
+    # Without the test images the solution file is left aside: test is drawn from train.
+    shutil.rmtree(raw / "test")
+    info = convert("eyepacs", raw, tmp_path / "carved", valid_fraction=0.2, test_fraction=0.3)
+    splits = read_all(str(tmp_path / "carved"))
+    assert set().union(*map(set, splits.values())) == set(train_level)
+    assert splits["test"] and not info["skipped"]
+
+
 def test_eyepacs_output_does_not_depend_on_worker_count(eyepacs_raw, tmp_path):
     one = convert("eyepacs", eyepacs_raw, tmp_path / "one", workers=1, image_size=16)
     two = convert("eyepacs", eyepacs_raw, tmp_path / "two", workers=2, image_size=16)

@@ -5,7 +5,9 @@ users download the real data, so every converter is exercised on its real layout
   - chexpert: `CheXpert-v1.0-small/{train,valid}.csv` + `{train,valid}/patientNNNNN/studyN/
     viewN_{frontal,lateral}.jpg` (8-bit gray JPEG; 14 observations, 1.0/0.0/-1.0/blank in
     train.csv, 1.0/0.0 in valid.csv as in the real validation set).
-  - eyepacs: `trainLabels.csv` (image,level) + `train/<patient>_{left,right}.jpeg`.
+  - eyepacs: `trainLabels.csv` (image,level) + `train/<patient>_{left,right}.jpeg`; with
+    `eyepacs_test_examples` > 0 also the competition's `retinopathy_solution.csv`
+    (image,level,Usage) + `test/<patient>_{left,right}.jpeg` of other patients.
   - aptos: `train.csv` (id_code,diagnosis) + `train_images/<id_code>.png`.
   - medmnist: `retinamnist.npz` (multi-class DR grades, RGB) and `chestmnist.npz` (14
     multi-label findings, gray), each with train/val/test images and labels.
@@ -109,8 +111,14 @@ def write_chexpert(output_dir: str, *, num_examples: int, image_size: int, seed:
     return Layout("chexpert", "chexpert", root, num_examples)
 
 
-def write_eyepacs(output_dir: str, *, num_examples: int, image_size: int, seed: int) -> Layout:
-    """Kaggle DR: trainLabels.csv (image,level) and train/<patient>_<eye>.jpeg."""
+def write_eyepacs(
+    output_dir: str, *, num_examples: int, image_size: int, seed: int, test_examples: int = 0
+) -> Layout:
+    """Kaggle DR: trainLabels.csv (image,level) and train/<patient>_<eye>.jpeg.
+
+    `test_examples` > 0 adds test/<patient>_<eye>.jpeg with retinopathy_solution.csv
+    (image,level,Usage; alternately Public and Private), patients disjoint from train's.
+    """
     rows = []
     for index in range(num_examples):
         s = synthetic.sample_fundus(index, seed=seed, size=image_size)
@@ -118,7 +126,20 @@ def write_eyepacs(output_dir: str, *, num_examples: int, image_size: int, seed: 
         _save(s.image, os.path.join(output_dir, "train", f"{name}.jpeg"), quality=95)
         rows.append([name, str(s.grade)])
     _write_csv(os.path.join(output_dir, "trainLabels.csv"), ["image", "level"], rows)
-    return Layout("eyepacs", "eyepacs", output_dir, num_examples)
+    test_rows = []
+    first = num_examples + num_examples % 2  # the next whole patient
+    for index in range(test_examples):
+        s = synthetic.sample_fundus(first + index, seed=seed, size=image_size)
+        name = f"{s.patient + 10}_{s.eye}"
+        _save(s.image, os.path.join(output_dir, "test", f"{name}.jpeg"), quality=95)
+        test_rows.append([name, str(s.grade), ("Public", "Private")[index % 2]])
+    if test_rows:
+        _write_csv(
+            os.path.join(output_dir, "retinopathy_solution.csv"),
+            ["image", "level", "Usage"],
+            test_rows,
+        )
+    return Layout("eyepacs", "eyepacs", output_dir, num_examples + test_examples)
 
 
 def aptos_id(seed: int, index: int) -> str:

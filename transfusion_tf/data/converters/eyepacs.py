@@ -3,9 +3,12 @@
 Layout as downloaded: `trainLabels.csv` (columns `image,level`) beside `train/<image>.jpeg`,
 where `<image>` is `<patient>_left` or `<patient>_right` and `level` is the ICDR grade 0-4.
 Task `referable_dr` is grade >= 2 (moderate or worse: the paper's Retina task); optional tasks
-`dr_grade_0`..`dr_grade_4` are the one-hot grades (named as in the synthetic fundus set). The
-source has no split: train/valid/test are drawn by patient, so both eyes of a patient always
-land in the same split.
+`dr_grade_0`..`dr_grade_4` are the one-hot grades (named as in the synthetic fundus set).
+The competition's test images come as `test/<image>.jpeg` with labels released afterwards in
+`retinopathy_solution.csv` (columns `image,level,Usage`, Usage Public or Private). When both
+are present they are the test split (public and private together) and `--test_fraction` is
+not used; valid is drawn from the training patients. Otherwise train/valid/test are all drawn
+from `trainLabels.csv` by patient. Either way both eyes of a patient land in the same split.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+
+from absl import logging
 
 from transfusion_tf.data.converters import base, driver
 
@@ -22,6 +27,7 @@ DR_TASKS = ("referable_dr", *GRADE_TASKS)
 DEFAULT_TASKS = ("referable_dr",)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm")
 
+TEST_LABELS_CSV = "retinopathy_solution.csv"
 _EYE_RE = re.compile(r"^(?P<patient>.+)_(?:left|right)$")
 
 
@@ -58,7 +64,7 @@ def find_image(image_dir: str, name: str) -> str:
 
 
 def read_eyepacs(input_path: str, options: base.ConvertOptions) -> base.Source:
-    """Reads the Kaggle DR layout into a Source (no source splits)."""
+    """Reads the Kaggle DR layout into a Source (test split kept when its labels are there)."""
     root = os.path.abspath(input_path)
     csv_path = os.path.join(root, "trainLabels.csv")
     if not os.path.isdir(root):
@@ -68,17 +74,28 @@ def read_eyepacs(input_path: str, options: base.ConvertOptions) -> base.Source:
             f"{input_path}: no trainLabels.csv; expected the Kaggle Diabetic Retinopathy folder "
             "with trainLabels.csv and train/"
         )
-    return read_graded_csv(
+    common = dict(
         source_format="eyepacs",
         input_path=input_path,
-        csv_path=csv_path,
-        image_dir=os.path.join(root, "train"),
         name_column="image",
         grade_column="level",
         options=options,
         patient_of=_patient_of,
         path_of=find_image,
     )
+    source = read_graded_csv(csv_path=csv_path, image_dir=os.path.join(root, "train"), **common)
+    solution, test_dir = os.path.join(root, TEST_LABELS_CSV), os.path.join(root, "test")
+    if os.path.isfile(solution) and not os.path.isdir(test_dir):
+        logging.warning(
+            "%s: found %s but no test/ folder; the test split is drawn from trainLabels.csv",
+            input_path,
+            TEST_LABELS_CSV,
+        )
+    elif os.path.isfile(solution):
+        test = read_graded_csv(csv_path=solution, image_dir=test_dir, split="test", **common)
+        source.records.extend(test.records)
+        source.skipped.extend(test.skipped)
+    return source
 
 
 def _patient_of(name: str) -> str:
@@ -98,11 +115,13 @@ def read_graded_csv(
     options: base.ConvertOptions,
     patient_of: Callable[[str], str],
     path_of: Callable[[str, str], str],
+    split: str | None = None,
 ) -> base.Source:
     """Reads a CSV of image names and ICDR grades (EyePACS, APTOS) into a Source.
 
-    `patient_of(name)` gives an image's patient id; `path_of(image_dir, name)` its file.
-    Names that would leave `image_dir` are skipped and reported.
+    `patient_of(name)` gives an image's patient id; `path_of(image_dir, name)` its file;
+    every record gets source split `split` (None: drawn later by patient). Names that would
+    leave `image_dir` are skipped and reported.
     """
     if not os.path.isdir(image_dir):
         raise base.ConversionError(f"{image_dir}: image folder not found")
@@ -128,6 +147,7 @@ def read_graded_csv(
                 labels=dr_labels(grade, tasks),
                 mask=(1.0,) * len(tasks),
                 path=path_of(image_dir, name),
+                split=split,
             )
         )
     return source
