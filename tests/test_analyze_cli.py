@@ -58,7 +58,8 @@ def batch(tmp_path_factory):
             f"--workdirs={wd['r0']},{wd['r0_copy']}",
             f"--dataset_dir={data}",
             "--conv_policy=pool",
-            "--measures=cka_linear,cca_mean",
+            "--measures=cka_linear,cca_mean,cka_minibatch",
+            "--minibatch_size=6",
             *ANALYSIS,
         ),
         "init_vs_final": analyze("ivf", "--mode=init_vs_final", three, *ANALYSIS),
@@ -94,6 +95,9 @@ def batch(tmp_path_factory):
         "bad_mode": analyze("x", "--mode=cluster", three),
         "bad_measure": analyze("x", "--mode=compare", three, "--measures=cca_max"),
         "bad_stream_measure": analyze("x", "--mode=compare", three, "--measures=cka_rbf"),
+        "bad_minibatch_size": analyze(
+            "x", "--mode=compare", three, "--measures=cka_minibatch", "--minibatch_size=2"
+        ),
         "bad_no_weights": analyze("x", "--mode=weight_change", f"--workdirs={wd['no_weights']}"),
         "bad_not_workdir": analyze("x", "--mode=filters", f"--workdirs={root / 'nowhere'}"),
         "bad_one_workdir": analyze("x", "--mode=compare", f"--workdirs={wd['r0']}"),
@@ -154,6 +158,7 @@ def test_compare_run_with_its_copy_is_identical(batch):
         assert values["datapoints"] == 16, unit  # pool policy: one datapoint per image
         assert values["cka_linear"] == pytest.approx(1.0, abs=1e-9)
         assert values["cca_mean"] == pytest.approx(1.0, abs=1e-6)
+        assert values["cka_minibatch"] == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.slow
@@ -227,6 +232,8 @@ def test_arrays_mode_reports_every_measure(batch):
     assert payload["svcca_dims"] == [4, 4]
     assert payload["pwcca"] == pytest.approx(cca.pwcca(a, b).value, abs=1e-12)
     assert payload["cka_rbf"] == pytest.approx(cka.rbf_cka(a, b), abs=1e-12)
+    debiased = cka.linear_cka(a, b, debiased=True)
+    assert payload["cka_minibatch"] == pytest.approx(debiased, abs=1e-12)  # one minibatch
     assert payload["examples"] == 200 and payload["a_features"] == 12
     out = batch["out"] / "arrays"
     assert (out / "similarity.csv").is_file() and (out / "similarity.png").is_file()
@@ -245,6 +252,7 @@ def test_arrays_mode_reports_every_measure(batch):
         ("bad_mode", "mode"),
         ("bad_measure", "unknown similarity measure 'cca_max'"),
         ("bad_stream_measure", "cannot be streamed"),
+        ("bad_minibatch_size", "--minibatch_size=2 must be >= 4"),
         ("bad_no_weights", "has no init weights"),
         ("bad_not_workdir", "config.json not found"),
         ("bad_one_workdir", "at least 2 workdir"),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from transfusion_tf.analysis import cka, measures
+from transfusion_tf.analysis import cka, measures, streaming
 from transfusion_tf.analysis.cca import joint_covariance
 from transfusion_tf.analysis.common import SimilarityError
 
@@ -108,12 +108,14 @@ def test_registry_lists_every_measure():
         "cka_linear_debiased",
         "cka_rbf",
         "cka_rbf_debiased",
+        "cka_minibatch",
     }
     assert set(measures.streaming_measure_names()) == {
         "cca_mean",
         "svcca_mean",
         "pwcca",
         "cka_linear",
+        "cka_minibatch",
     }
 
 
@@ -129,7 +131,7 @@ def test_measure_identity_and_invariances(name, related_pair):
     rotation, _ = np.linalg.qr(np.random.default_rng(6).normal(size=(5, 5)))
     moved = 4.0 * y @ rotation - 2.0
     assert measure.compute(x, moved, options) == pytest.approx(base, abs=1e-9)
-    if measure.streaming:
+    if measure.from_covariance is not None:
         cov = joint_covariance(x, y)
         assert measure.from_covariance(cov, options) == pytest.approx(base, abs=1e-12)
 
@@ -158,3 +160,19 @@ def test_measures_from_covariance_marks_undefined_as_none():
     cov = joint_covariance(np.ones((10, 3)), rng.normal(size=(10, 2)))
     values = measures.measures_from_covariance(cov, names=["cca_mean", "cka_linear"])
     assert values == {"cca_mean": None, "cka_linear": None}
+    with pytest.raises(ValueError, match="needs its streaming accumulator"):
+        measures.measures_from_covariance(cov, names=["cka_minibatch"])
+
+
+def test_minibatch_cka_measure_uses_the_minibatch_size():
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(600, 5))
+    y = x[:, :3] @ rng.normal(size=(3, 4)) + rng.normal(size=(600, 4))
+    one = measures.MEASURES.get("cka_minibatch").compute(x, y, measures.MeasureOptions())
+    assert one == pytest.approx(cka.linear_cka(x, y, debiased=True), rel=1e-10)
+    small = measures.MeasureOptions(minibatch_size=100)
+    expected = streaming.MinibatchCKA()
+    for start in range(0, 600, 100):
+        expected.update(x[start : start + 100], y[start : start + 100])
+    got = measures.MEASURES.get("cka_minibatch").compute(x, y, small)
+    assert got == pytest.approx(expected.value(), rel=1e-12)

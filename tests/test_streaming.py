@@ -113,3 +113,30 @@ def test_minibatch_cka_errors():
         mb.value()
     with pytest.raises(SimilarityError, match="at least 4 examples"):
         mb.update(np.ones((3, 2)), np.ones((3, 2)))
+
+
+def test_row_minibatch_cka_does_not_depend_on_how_rows_are_fed(large_mean_pair):
+    x, y = large_mean_pair
+    explicit = streaming.MinibatchCKA()
+    for start in range(0, 3000, 700):  # 4 minibatches of 700 and the 200 rows left over
+        explicit.update(x[start : start + 700], y[start : start + 700])
+    for feed in ([3000], [1, 699, 1000, 37, 1263], [100] * 30):
+        rows = streaming.RowMinibatchCKA(rows=700)
+        start = 0
+        for size in feed:
+            rows.update(x[start : start + size], y[start : start + size])
+            start += size
+        assert rows.batches == 4
+        assert rows.value() == pytest.approx(explicit.value(), rel=1e-12)
+        assert rows.value() == pytest.approx(explicit.value(), rel=1e-12)  # value() keeps state
+    # Fewer than 4 rows left over are not a minibatch.
+    rows = streaming.RowMinibatchCKA(rows=1000)
+    rows.update(x[:3003], y[:3003])
+    first_three = streaming.MinibatchCKA()
+    for start in range(0, 3000, 1000):
+        first_three.update(x[start : start + 1000], y[start : start + 1000])
+    assert rows.value() == pytest.approx(first_three.value(), rel=1e-12)
+    with pytest.raises(SimilarityError, match=">= 4 rows"):
+        streaming.RowMinibatchCKA(rows=3)
+    with pytest.raises(SimilarityError, match="no batch"):
+        streaming.RowMinibatchCKA(rows=10).value()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -29,6 +30,7 @@ from absl import logging
 from tqdm import tqdm
 
 from transfusion_tf import config as config_lib
+from transfusion_tf.analysis import measures as measures_lib
 from transfusion_tf.analysis.streaming import CovarianceAccumulator
 
 CONFIG_FILE = "config.json"
@@ -153,7 +155,10 @@ class UnitExtractor:
         self.unit_names = list(unit_names)
         outputs = [run.model.get_layer(by_name[n].output_layer).output for n in unit_names]
         self._model = keras.Model(run.model.input, outputs)
-        self._call = tf.function(lambda images: self._model(images, training=False))
+        # No autograph: the call has no tensor-dependent Python control flow to convert.
+        self._call = tf.function(
+            lambda images: self._model(images, training=False), autograph=False
+        )
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self._call(tf.convert_to_tensor(images, tf.float32))
@@ -244,6 +249,23 @@ def paired_datapoints(
     return np.concatenate(xs), np.concatenate(ys)
 
 
+class UnitPairStatistics(CovarianceAccumulator):
+    """The co-moments of one unit of two runs, plus the accumulators of other streaming measures.
+
+    `accumulators` maps a measure name to an object with `update(x, y)` / `value()` (see
+    `measures.Measure.accumulator`); `update` feeds every row to all of them.
+    """
+
+    def __init__(self, x_features: int, y_features: int, accumulators: dict[str, Any]) -> None:
+        super().__init__(x_features, y_features)
+        self.accumulators = accumulators
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        super().update(x, y)
+        for accumulator in self.accumulators.values():
+            accumulator.update(x, y)
+
+
 def pairwise_unit_similarity(
     runs: Sequence[LoadedRun],
     pairs: Sequence[tuple[int, int]],
@@ -251,15 +273,21 @@ def pairwise_unit_similarity(
     images: Iterable[np.ndarray],
     unit_names: Sequence[str],
     spec: ActivationSpec,
-) -> dict[tuple[int, int], dict[str, CovarianceAccumulator]]:
-    """Accumulates, for each pair (i, j) of `runs` and each unit, the co-moments of activations.
+    measures: Sequence[str] = (),
+    options: measures_lib.MeasureOptions = measures_lib.MeasureOptions(),
+) -> dict[tuple[int, int], dict[str, UnitPairStatistics]]:
+    """Accumulates, for each pair (i, j) of `runs` and each unit, the statistics of activations.
 
-    Every model runs once per image batch; the returned accumulators give CCA, SVCCA, PWCCA and
-    linear CKA of run i's unit output (first argument) vs run j's.
+    Every model runs once per image batch; the returned statistics give CCA, SVCCA, PWCCA and
+    linear CKA of run i's unit output (first argument) vs run j's, and the accumulators of the
+    other streaming measures among `measures` (minibatch CKA).
     """
+    accumulated = [
+        name for name in measures if measures_lib.MEASURES.get(name).accumulator is not None
+    ]
     needed = sorted({k for pair in pairs for k in pair})
     extractors = {k: UnitExtractor(runs[k], unit_names) for k in needed}
-    accumulators: dict[tuple[int, int], dict[str, CovarianceAccumulator]] = {
+    accumulators: dict[tuple[int, int], dict[str, UnitPairStatistics]] = {
         tuple(p): {} for p in pairs
     }
     seen = 0
@@ -273,7 +301,14 @@ def pairwise_unit_similarity(
                 )
                 acc = accumulators[(i, j)].get(unit)
                 if acc is None:
-                    acc = CovarianceAccumulator(x.shape[1], y.shape[1])
+                    acc = UnitPairStatistics(
+                        x.shape[1],
+                        y.shape[1],
+                        {
+                            name: measures_lib.MEASURES.get(name).accumulator(options)
+                            for name in accumulated
+                        },
+                    )
                     accumulators[(i, j)][unit] = acc
                 acc.update(x, y)
         seen += batch.shape[0]

@@ -188,9 +188,11 @@ def _similarities(
 ) -> dict[str, dict[str, float | None]]:
     out = {}
     for unit in unit_names:
-        cov = accumulators[unit].covariance()
-        out[unit] = measures_lib.measures_from_covariance(cov, names=measures, options=options)
-        out[unit]["datapoints"] = cov.n
+        stats = accumulators[unit]
+        out[unit] = measures_lib.measures_from_statistics(
+            stats.covariance(), stats.accumulators, names=measures, options=options
+        )
+        out[unit]["datapoints"] = stats.n
     return out
 
 
@@ -213,6 +215,8 @@ def _run_pairs(
         images=_images(_dataset_dir(dataset_dir, first), first, spec),
         unit_names=unit_names,
         spec=spec,
+        measures=measures,
+        options=options,
     )
     return unit_names, {
         p: _similarities(stats[p], unit_names, measures=measures, options=options) for p in pairs

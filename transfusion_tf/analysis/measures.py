@@ -1,20 +1,24 @@
 """The registry of similarity measures (`MEASURES`): one scalar per pair of activation sets.
 
-Every measure maps x [n, p] and y [n, q] (examples x features) to a float; those that can be
-computed from co-moments (`Measure.streaming`) also accept a `JointCovariance`, which is how the
-activation analyses compare millions of (image, position) datapoints in bounded memory.
+Every measure maps x [n, p] and y [n, q] (examples x features) to a float. Streaming measures
+(`Measure.streaming`) also run over batches in bounded memory, which is how the activation
+analyses compare millions of (image, position) datapoints: most from co-moments
+(`from_covariance`, given a `JointCovariance`), minibatch CKA from its own accumulator
+(`accumulator(options)`, an object with `update(x, y)` and `value()`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from absl import logging
 
 from transfusion_tf.analysis import cca as cca_lib
 from transfusion_tf.analysis import cka as cka_lib
+from transfusion_tf.analysis import streaming as streaming_lib
 from transfusion_tf.analysis.common import SimilarityError, as_activation_pair
 from transfusion_tf.registry import Registry
 
@@ -26,25 +30,29 @@ class MeasureOptions:
     svcca_dims: SVCCA directions kept per side, an int count or a float kept-variance fraction.
     rbf_threshold: RBF bandwidth as a multiple of the median distance.
     rtol: relative variance below which a CCA direction counts as degenerate.
+    minibatch_size: rows (datapoints) per minibatch of minibatch CKA.
     """
 
     svcca_dims: int | float = 0.99
     rbf_threshold: float = 1.0
     rtol: float = cca_lib.DEFAULT_RTOL
+    minibatch_size: int = 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class Measure:
-    """A similarity measure: `compute(x, y, options)`; `from_covariance(cov, options)` or None."""
+    """A similarity measure: `compute(x, y, options)`, plus at most one streaming form:
+    `from_covariance(cov, options)` or `accumulator(options)` (see the module docstring)."""
 
     name: str
     description: str
     compute: Callable[[np.ndarray, np.ndarray, MeasureOptions], float]
     from_covariance: Callable[[cca_lib.JointCovariance, MeasureOptions], float] | None = None
+    accumulator: Callable[[MeasureOptions], Any] | None = None
 
     @property
     def streaming(self) -> bool:
-        return self.from_covariance is not None
+        return self.from_covariance is not None or self.accumulator is not None
 
 
 MEASURES: Registry[Measure] = Registry("similarity measure")
@@ -109,6 +117,28 @@ MEASURES.add(
 )
 
 
+def _minibatch_accumulator(options: MeasureOptions) -> streaming_lib.RowMinibatchCKA:
+    return streaming_lib.RowMinibatchCKA(rows=options.minibatch_size)
+
+
+def _minibatch_cka(x: np.ndarray, y: np.ndarray, options: MeasureOptions) -> float:
+    accumulator = _minibatch_accumulator(options)
+    accumulator.update(x, y)
+    return accumulator.value()
+
+
+MEASURES.add(
+    "cka_minibatch",
+    Measure(
+        "cka_minibatch",
+        "minibatch linear CKA (Nguyen et al. 2021): unbiased HSIC of each minibatch of "
+        "--minibatch_size rows, averaged, then normalised",
+        _minibatch_cka,
+        accumulator=_minibatch_accumulator,
+    ),
+)
+
+
 def streaming_measure_names() -> list[str]:
     """Names of the measures computable from co-moments (usable on streamed activations)."""
     return [name for name in MEASURES.names() if MEASURES.get(name).streaming]
@@ -158,22 +188,45 @@ def compute_measures(
     return out
 
 
+def measures_from_statistics(
+    cov: cca_lib.JointCovariance | None,
+    accumulators: Mapping[str, Any],
+    *,
+    names: Sequence[str],
+    options: MeasureOptions = MeasureOptions(),
+) -> dict[str, float | None]:
+    """Streaming measures: co-moment ones from `cov`, the others from `accumulators[name]`.
+
+    As `measures_from_covariance`, a measure undefined here (e.g. a dead unit) is None and the
+    reason is logged; `cov` None means the co-moments were undefined (too few rows).
+    """
+    out: dict[str, float | None] = {}
+    for name in check_measure_names(names, streaming=True):
+        measure = MEASURES.get(name)
+        try:
+            if measure.from_covariance is not None:
+                if cov is None:
+                    raise SimilarityError("too few datapoints for co-moments")
+                out[name] = float(measure.from_covariance(cov, options))
+            elif name in accumulators:
+                out[name] = float(accumulators[name].value())
+            else:
+                raise ValueError(f"similarity measure {name!r} needs its streaming accumulator")
+        except SimilarityError as err:
+            logging.warning("similarity measure %s is undefined: %s", name, err)
+            out[name] = None
+    return out
+
+
 def measures_from_covariance(
     cov: cca_lib.JointCovariance,
     *,
     names: Sequence[str],
     options: MeasureOptions = MeasureOptions(),
 ) -> dict[str, float | None]:
-    """Streaming measures from co-moments; a measure undefined here is None, not an exception.
+    """Co-moment measures from `cov`; a measure undefined here is None, not an exception.
 
     Meant for sweeps over many units, where one dead unit (constant activations) should not stop
     the rest; the reason is logged.
     """
-    out: dict[str, float | None] = {}
-    for name in check_measure_names(names, streaming=True):
-        try:
-            out[name] = float(MEASURES.get(name).from_covariance(cov, options))
-        except SimilarityError as err:
-            logging.warning("similarity measure %s is undefined: %s", name, err)
-            out[name] = None
-    return out
+    return measures_from_statistics(cov, {}, names=names, options=options)

@@ -7,9 +7,13 @@
   do on the concatenated rows.
 - `MinibatchCKA`: minibatch CKA (Nguyen, Raghu and Kornblith 2021): the unbiased HSIC estimator
   of each batch, averaged over batches, then normalised; linear or RBF kernel.
+- `RowMinibatchCKA`: the same over fixed-size minibatches of rows, whatever the sizes of the
+  batches fed to it (so a result does not depend on how the stream was batched).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -140,3 +144,49 @@ class MinibatchCKA:
             raise SimilarityError("minibatch CKA: no batch was added")
         xy, xx, yy = self._hsic / self.batches
         return cka_lib.cka_from_hsic(xy, xx, yy)
+
+
+class RowMinibatchCKA:
+    """Minibatch CKA over consecutive minibatches of exactly `rows` rows.
+
+    `update(x [b, p], y [b, q])` with any b buffers rows and adds every full minibatch to a
+    `MinibatchCKA`; `value()` also counts the rows left over as one last, smaller minibatch when
+    there are at least 4 of them (fewer are left out). Memory: O(rows * (p + q)).
+    """
+
+    def __init__(self, *, rows: int = 1024, kernel: str = "linear", rbf_threshold: float = 1.0):
+        if rows < 4:
+            raise SimilarityError(f"minibatch CKA needs minibatches of >= 4 rows, got {rows}")
+        self.rows = int(rows)
+        self._cka = MinibatchCKA(kernel=kernel, rbf_threshold=rbf_threshold)
+        self._x: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self._buffered = 0
+
+    @property
+    def batches(self) -> int:
+        """Full minibatches added so far."""
+        return self._cka.batches
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Adds the rows of x [b, p] and y [b, q] (same b, same order)."""
+        x, y = as_activation_pair(x, y, min_examples=1)
+        self._x.append(x)
+        self._y.append(y)
+        self._buffered += x.shape[0]
+        if self._buffered < self.rows:
+            return
+        x_all, y_all = np.concatenate(self._x), np.concatenate(self._y)
+        full = (self._buffered // self.rows) * self.rows
+        for start in range(0, full, self.rows):
+            self._cka.update(x_all[start : start + self.rows], y_all[start : start + self.rows])
+        self._x, self._y = [x_all[full:]], [y_all[full:]]
+        self._buffered -= full
+
+    def value(self) -> float:
+        """Minibatch CKA of every row added (the state is left unchanged)."""
+        cka = self._cka
+        if self._buffered >= 4:
+            cka = copy.deepcopy(self._cka)
+            cka.update(np.concatenate(self._x), np.concatenate(self._y))
+        return cka.value()

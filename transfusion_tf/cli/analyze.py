@@ -62,6 +62,12 @@ flags.DEFINE_string(
     "(0, 1) (e.g. 0.99).",
 )
 flags.DEFINE_float("rbf_threshold", 1.0, "RBF CKA bandwidth as a multiple of the median distance.")
+flags.DEFINE_integer(
+    "minibatch_size",
+    1024,
+    "cka_minibatch: datapoints (rows) per minibatch, >= 4; streamed rows are cut into "
+    "consecutive minibatches of this size whatever --batch_size is.",
+)
 flags.DEFINE_string("a", None, "arrays: first .npy activation file [examples, features].")
 flags.DEFINE_string("b", None, "arrays: second .npy activation file [examples, features].")
 flags.DEFINE_integer(
@@ -87,8 +93,12 @@ def parse_svcca_dims(text: str) -> int | float:
 def _options() -> measures.MeasureOptions:
     if FLAGS.rbf_threshold <= 0:
         raise ValueError(f"--rbf_threshold={FLAGS.rbf_threshold} must be > 0")
+    if FLAGS.minibatch_size < 4:
+        raise ValueError(f"--minibatch_size={FLAGS.minibatch_size} must be >= 4")
     return measures.MeasureOptions(
-        svcca_dims=parse_svcca_dims(FLAGS.svcca_dims), rbf_threshold=FLAGS.rbf_threshold
+        svcca_dims=parse_svcca_dims(FLAGS.svcca_dims),
+        rbf_threshold=FLAGS.rbf_threshold,
+        minibatch_size=FLAGS.minibatch_size,
     )
 
 
