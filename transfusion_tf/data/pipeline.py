@@ -7,22 +7,23 @@
 Evaluation and augment="none" run `preprocess.preprocess_image` per image, so their images
 equal `preprocess.decode_and_preprocess` (what an exported model does with bytes). Augmented
 training decodes at the stored bit depth (`dataset_info.json`'s bit_depth: uint8, or uint16
-when any image is 16-bit), keeps the integer pixels (`preprocess.prepare_pixels`, which
-converts or resizes only images that differ from the model input) and draws each image's
-augmentation from a stateless seed (dataset seed, element index); `augment.augment_batch` then
-turns the batch into normalised float images. With `defer_augment=True` that last step is left
-to the caller: batches carry "pixels" (uint8/uint16 [B, S, S, C]) and "augment" (float32
-[B, NUM_DRAWS]) instead of "image", and `DeferredAugment` finishes them inside the train step,
-on the accelerator (the trainer does this). The host then only reads, decodes and batches
-integer pixels: 4x fewer bytes to the device than float images, and none of the resampling
-that costs the CPU a third of a PNG decode per image (see augment.py).
+when any image is 16-bit) and keeps the integer pixels (`preprocess.prepare_pixels` converts or
+resizes only images that differ from the model input); each batch gets its augmentation draws
+from a stateless seed (dataset seed, batch index), and `augment.augment_batch` turns it into
+normalised float images. With `defer_augment=True` that last step is left to the caller:
+batches carry "pixels" (uint8/uint16 [B, S, S, C]) and "augment" (float32 [B, NUM_DRAWS])
+instead of "image", and `DeferredAugment` finishes them inside the train step, on the
+accelerator. The trainer does this, except under a TPU strategy (XLA, which compiles TPU steps,
+has no crop_and_resize kernel). The host then only reads, decodes and batches integer pixels:
+4x fewer bytes to the device than float images, and none of the resampling that costs the CPU
+a third of a PNG decode per image (see augment.py).
 
 `build_dataset` yields dicts {"image": float32 [B, H, W, C], "labels": float32 [B, T],
-"mask": float32 [B, T], "example_id": string [B]} (deferred: "pixels" and "augment" for
-"image"). `batch_size` is the global batch; with a
-`tf.distribute.InputContext` each pipeline batches `get_per_replica_batch_size(batch_size)` and
-reads the files `i::num_input_pipelines` of a seeded file order (with fewer files than
-pipelines, records are sharded instead).
+"mask": float32 [B, T], "example_id": string [B]} (deferred: "pixels" and "augment" instead
+of "image"). `batch_size` is the global batch; with a `tf.distribute.InputContext` each
+pipeline batches `get_per_replica_batch_size(batch_size)` and reads the files
+`i::num_input_pipelines` of a seeded file order (with fewer files than pipelines, records are
+sharded instead).
 
 The `train_examples=N` subset (the paper's 5,000-image regime) is chosen by example id, not by
 position: every id gets a score, the first 8 bytes of BLAKE2b(id, key=seed), and the N ids with

@@ -261,6 +261,10 @@ class _Run:
             worker_id=strategy_lib.worker_id(self.strategy),
         )
         self.preprocess_mode = model_registry.default_preprocess_mode(cfg.model.name)
+        # The augmentation runs in the train step, on the accelerator, except on TPUs, where
+        # the step is compiled by XLA, which has no kernel for crop_and_resize: there the
+        # input pipeline augments.
+        self.defer_augment = not isinstance(self.strategy, tf.distribute.TPUStrategy)
         try:
             units = model_registry.get_units(cfg.model.name)
             self.conv1_layers = tuple(units[0].layers) if units else ()
@@ -300,7 +304,7 @@ class _Run:
                 training=True,
                 seed=data.seed + start_step,
                 augment=data.augment,
-                defer_augment=True,
+                defer_augment=self.defer_augment,
                 train_examples=data.train_examples,
                 balanced=data.balanced,
                 cache=data.cache,
@@ -432,7 +436,9 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
             image_size=cfg.data.image_size,
             preprocess_mode=run.preprocess_mode,
             augment=cfg.data.augment,
-        ),
+        )
+        if run.defer_augment
+        else None,
     )
     run.predict = loop_lib.make_predict_fn(run.model)
     conv1 = run.conv1_layers
