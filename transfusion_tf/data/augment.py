@@ -22,15 +22,16 @@ The work is split so that the host's input pipeline only decodes (SPEC P1):
 
 Why the split (measured on 2 CPU cores at 224 px, per image, against a ~1.4 ms PNG decode):
 a bilinear zoom costs 0.3-0.45 ms on the host (`ResizeBilinear` from float or uint8; nearest
-neighbour, `QuantizedResizeBilinear` and per-image `crop_and_resize` are no cheaper), the
-integer -> float conversion, colour map and float batch copy another 0.2-0.3 ms, and a float
-batch is 4x the bytes of a uint8 one on its way to the device. With that work in the input
-pipeline the default policy reached 0.46-0.59 of the decode-only throughput (bench/pipeline.py);
-without it, ~0.89. On an accelerator the batch is a handful of batched kernels next to the
-model's own. Where the "device" is the CPU itself, `augment_batch` costs ~2-3 ms per 224 px
-image (`crop_and_resize` ~0.8 ms; caffe's per-channel broadcast and channel reversal most of
-the rest), small next to a CPU training step of the study's models at that resolution, and
-~50x less at the 32 px of the tests and the demo.
+neighbour, `QuantizedResizeBilinear` and batched `crop_and_resize` (~0.8 ms) are no cheaper),
+the integer -> float conversion, colour map and float batch copy another 0.2-0.3 ms, and a
+float batch is 4x the bytes of a uint8 one on its way to the device. Done per image in the
+input pipeline, the default policy reached 0.46-0.59 of the decode-only throughput
+(bench/pipeline.py); this batched version, run in the pipeline, 0.33-0.49; deferred to the
+train step, the pipeline keeps ~0.89. On an accelerator the batch is a handful of batched
+kernels next to the model's own. Where the "device" is the CPU itself, `augment_batch` costs
+~1.5 ms ("unit") to ~2.8 ms ("caffe": the channel reversal and per-channel broadcast) per
+224 px image (the host_* rows of bench/pipeline.py), small next to a CPU training step of the
+study's models at that resolution, and ~50x less at the 32 px of the tests and the demo.
 """
 
 from __future__ import annotations
