@@ -151,3 +151,55 @@ def test_filter_grid_shapes():
     assert grid.min() >= 0 and grid.max() <= 1
     kernel = summaries.conv1_kernel(_tiny_model())
     assert kernel.shape == (3, 3, 1, 4)
+
+
+def test_deferred_augmentation_in_the_step_trains_like_host_augmentation(tmp_path):
+    """The trainer's split (integer pixels in, augment_batch inside the step) gives the same
+    updates as augmenting in the input pipeline."""
+    from transfusion_tf.data import pipeline, synthetic
+
+    data = str(tmp_path / "fundus")
+    synthetic.write_synthetic_dataset(
+        kind="fundus", output_dir=data, num_examples=48, image_size=16, num_shards=2, seed=1
+    )
+    strategy = strategy_lib.make_strategy("one_device")
+    weights = {}
+    for defer in (False, True):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            inputs = keras.Input((16, 16, 3))
+            x = keras.layers.Conv2D(4, 3)(inputs)
+            x = keras.layers.GlobalAveragePooling2D()(x)
+            model = keras.Model(inputs, keras.layers.Dense(1)(x))
+            opt = optim.make_optimizer(name="sgd", learning_rate=0.1)
+            opt.build(model.trainable_variables)
+        kwargs = dict(
+            dataset_dir=data,
+            split="train",
+            batch_size=8,
+            image_size=16,
+            channels=3,
+            preprocess_mode="torch",
+            training=True,
+            augment="affine",
+            seed=5,
+            deterministic=True,
+            defer_augment=defer,
+        )
+        train = strategy.distribute_datasets_from_function(
+            lambda ctx, kwargs=kwargs: pipeline.build_dataset(input_context=ctx, **kwargs)
+        )
+        finish = pipeline.deferred_augment(image_size=16, preprocess_mode="torch", augment="affine")
+        train_loop = loop.make_train_loop(
+            strategy=strategy,
+            model=model,
+            optimizer=opt,
+            global_batch_size=8,
+            prepare_batch=finish if defer else None,
+        )
+        initial = [w.numpy() for w in model.weights]
+        train_loop(iter(train), tf.constant(3))
+        weights[defer] = [w.numpy() for w in model.weights]
+        assert not np.allclose(weights[defer][0], initial[0])  # the kernel was updated
+    for host, deferred in zip(weights[False], weights[True], strict=True):
+        np.testing.assert_allclose(deferred, host, rtol=1e-5, atol=1e-6)
