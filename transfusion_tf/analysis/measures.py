@@ -140,7 +140,7 @@ MEASURES.add(
 
 
 def streaming_measure_names() -> list[str]:
-    """Names of the measures computable from co-moments (usable on streamed activations)."""
+    """Names of the measures usable on streamed activations (bounded memory)."""
     return [name for name in MEASURES.names() if MEASURES.get(name).streaming]
 
 
@@ -189,7 +189,7 @@ def compute_measures(
 
 
 def measures_from_statistics(
-    cov: cca_lib.JointCovariance | None,
+    cov: cca_lib.JointCovariance,
     accumulators: Mapping[str, Any],
     *,
     names: Sequence[str],
@@ -198,15 +198,13 @@ def measures_from_statistics(
     """Streaming measures: co-moment ones from `cov`, the others from `accumulators[name]`.
 
     As `measures_from_covariance`, a measure undefined here (e.g. a dead unit) is None and the
-    reason is logged; `cov` None means the co-moments were undefined (too few rows).
+    reason is logged.
     """
     out: dict[str, float | None] = {}
     for name in check_measure_names(names, streaming=True):
         measure = MEASURES.get(name)
         try:
             if measure.from_covariance is not None:
-                if cov is None:
-                    raise SimilarityError("too few datapoints for co-moments")
                 out[name] = float(measure.from_covariance(cov, options))
             elif name in accumulators:
                 out[name] = float(accumulators[name].value())
