@@ -166,8 +166,7 @@ class ShardedWriter:
             labels=labels,
             mask=mask,
         )
-        self._write_serialized(example.SerializeToString(), example_id, labels, mask)
-        self.stats.bit_depth = max(self.stats.bit_depth, bit_depth_of(image_bytes))
+        self._write_serialized(example.SerializeToString(), example_id, labels, mask, image_bytes)
 
     def write_example(self, example: tf.train.Example) -> None:
         """Adds one already built `tf.train.Example` (see `schema.make_example`)."""
@@ -180,12 +179,16 @@ class ShardedWriter:
                 f"example {example_id!r} has {len(labels)} labels / {len(mask)} mask entries, "
                 f"dataset has {len(self.tasks)} tasks"
             )
-        self._write_serialized(example.SerializeToString(), example_id, labels, mask)
         image_bytes = feature[schema.IMAGE_KEY].bytes_list.value[0]
-        self.stats.bit_depth = max(self.stats.bit_depth, bit_depth_of(image_bytes))
+        self._write_serialized(example.SerializeToString(), example_id, labels, mask, image_bytes)
 
     def _write_serialized(
-        self, data: bytes, example_id: str, labels: Sequence[float], mask: Sequence[float]
+        self,
+        data: bytes,
+        example_id: str,
+        labels: Sequence[float],
+        mask: Sequence[float],
+        image_bytes: bytes,
     ) -> None:
         if not self._open:
             raise RuntimeError("ShardedWriter.write called outside its `with` block")
@@ -196,6 +199,7 @@ class ShardedWriter:
         self._writers[index].write(data)
         self._counts[index] += 1
         self.stats.add(labels, mask)
+        self.stats.bit_depth = max(self.stats.bit_depth, bit_depth_of(image_bytes))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
