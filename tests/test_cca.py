@@ -80,12 +80,18 @@ def test_invariances():
         assert cca.svcca(moved, y, dims=4).mean == pytest.approx(
             cca.svcca(x, y, dims=4).mean, abs=1e-9
         )
-    # PWCCA sums |projections| over x's neurons: invariant to isotropic scaling, shifts,
-    # permuting and sign-flipping neurons, but not to rotations of x.
+    # PWCCA weighted by x sums |projections| over x's neurons: invariant to isotropic scaling,
+    # shifts, permuting and sign-flipping neurons, but not to rotations of x.
     signed_permutation = np.eye(6)[rng.permutation(6)] * np.array([1, -1, 1, 1, -1, 1])
+
+    def by_x(a, b):
+        return cca.pwcca(a, b, weighting="x").value
+
     for moved in (3.5 * x + 1.0, x @ signed_permutation, x):
-        assert cca.pwcca(moved, 2.0 * y).value == pytest.approx(cca.pwcca(x, y).value, abs=1e-9)
-    assert abs(cca.pwcca(x @ rotation, y).value - cca.pwcca(x, y).value) > 1e-4
+        assert by_x(moved, 2.0 * y) == pytest.approx(by_x(x, y), abs=1e-9)
+    assert abs(by_x(x @ rotation, y) - by_x(x, y)) > 1e-4
+    # The default weights by the side with fewer neurons (y's 5), so rotating x leaves it.
+    assert cca.pwcca(x @ rotation, y).value == pytest.approx(cca.pwcca(x, y).value, abs=1e-9)
 
 
 def test_independent_noise_is_near_zero():
@@ -144,7 +150,7 @@ def test_pwcca_known_answer_and_unwhitened_weighting_differs():
     x, y, a = known_pair(rng, rhos=tuple(rhos))
     alpha = np.sum(np.abs(a[:4]), axis=1)
     expected = float(np.sum(alpha * rhos) / np.sum(alpha))
-    result = cca.pwcca(x, y)
+    result = cca.pwcca(x, y, weighting="x")
     assert result.value == pytest.approx(expected, abs=1e-10)
     np.testing.assert_allclose(result.weights, alpha / alpha.sum(), atol=1e-10)
 
@@ -165,15 +171,51 @@ def test_pwcca_known_answer_and_unwhitened_weighting_differs():
 
 
 def test_pwcca_first_argument_with_more_neurons():
-    """google/svcca raises IndexError here; the weights come from x's canonical variates."""
+    """google/svcca raises IndexError here; weighting="x" uses x's canonical variates."""
     rng = np.random.default_rng(9)
     rhos = np.array([0.9, 0.5, 0.2])
     x, y, a = known_pair(rng, rhos=tuple(rhos), extra_x=4)
     assert x.shape[1] > y.shape[1]
     alpha = np.sum(np.abs(a[:3]), axis=1)
-    result = cca.pwcca(x, y)
+    result = cca.pwcca(x, y, weighting="x")
     assert result.weights.shape == (3,)
     assert result.value == pytest.approx(float(np.sum(alpha * rhos) / alpha.sum()), abs=1e-10)
+
+
+def test_pwcca_does_not_depend_on_argument_order():
+    """Morcos et al.'s rule: the side with fewer neurons; equal sizes: mean of both sides."""
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(300, 6))
+    y = x[:, :4] @ rng.normal(size=(4, 6)) + rng.normal(size=(300, 6))
+    both = cca.pwcca(x, y)
+    assert both.value == pytest.approx(cca.pwcca(y, x).value, abs=1e-12)
+    one_sided = [cca.pwcca(x, y, weighting=side).value for side in ("x", "y")]
+    assert abs(one_sided[0] - one_sided[1]) > 1e-4  # the order would matter without the rule
+    assert both.value == pytest.approx(np.mean(one_sided), abs=1e-12)
+    fewer = y[:, :4]
+    assert cca.pwcca(x, fewer).value == pytest.approx(
+        cca.pwcca(x, fewer, weighting="y").value, abs=1e-12
+    )
+    assert cca.pwcca(fewer, x).value == pytest.approx(cca.pwcca(x, fewer).value, abs=1e-12)
+    with pytest.raises(SimilarityError, match="weighting"):
+        cca.pwcca(x, y, weighting="left")
+
+
+def test_decompositions_are_cached_by_content():
+    """A second covariance with the same xx/yy reuses their whiteners; 1 and 1.0 dims differ."""
+    rng = np.random.default_rng(20)
+    x, y = rng.normal(size=(200, 5)), rng.normal(size=(200, 5))
+    cov = cca.joint_covariance(x, y)
+    first = cca.cca_from_covariance(cov)
+    again = cca.cca_from_covariance(cca.joint_covariance(x, y))
+    assert again is first
+    assert cca.cca_from_covariance(cov, x_dims=1, y_dims=1).x_dims == 1
+    assert cca.cca_from_covariance(cov, x_dims=1.0, y_dims=1.0).x_dims == 5
+    permuted = cca.JointCovariance(n=cov.n, xx=cov.xx, yy=cov.yy, xy=-cov.xy)
+    np.testing.assert_allclose(
+        cca.cca_from_covariance(permuted).correlations, first.correlations, atol=1e-12
+    )
+    assert not first.correlations.flags.writeable
 
 
 def test_zero_variance_neurons_are_ignored():

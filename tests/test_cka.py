@@ -127,8 +127,11 @@ def test_measure_identity_and_invariances(name, related_pair):
     assert measure.compute(x, x, options) == pytest.approx(1.0, abs=1e-9)
     base = measure.compute(x, y, options)
     assert 0.0 < base < 1.0
-    # Isotropic scaling, translation, and an orthogonal map of the second argument.
+    # Isotropic scaling, translation, and an orthogonal map of the second argument; PWCCA
+    # weights by neurons (of y too, at equal sizes), so for it only a signed permutation.
     rotation, _ = np.linalg.qr(np.random.default_rng(6).normal(size=(5, 5)))
+    if name == "pwcca":
+        rotation = np.eye(5)[[2, 0, 4, 1, 3]] * np.array([1, -1, 1, -1, 1])
     moved = 4.0 * y @ rotation - 2.0
     assert measure.compute(x, moved, options) == pytest.approx(base, abs=1e-9)
     if measure.from_covariance is not None:

@@ -14,6 +14,12 @@ JSON payload as a dict:
 - `analyze_arrays`: every similarity measure of two `.npy` activation files.
 Runs are grouped by architecture (model, image size, channels, widths); pairs are only formed
 within a group, since units are compared by name.
+
+Every similarity value comes with its chance level (SPEC A5, module `null`): per unit and pair,
+`null` maps each measure to the {"mean", "sd", "permutations"} of the same measure with y's
+images shuffled, `above_chance` maps it to whether the value exceeds the null mean by more than
+3 null sd, and `datapoints_per_feature` is n / (p + q) (warned about below 10). The top-two
+statistic of Fig. 2 carries the null of the same average (per permutation, over the two units).
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import cca as cca_lib
 from transfusion_tf.analysis import figures
 from transfusion_tf.analysis import measures as measures_lib
+from transfusion_tf.analysis import null as null_lib
 from transfusion_tf.analysis.common import SimilarityError, as_activation_pair
 
 MODES = ("compare", "init_vs_final", "filters", "weight_change", "arrays")
 DEFAULT_ACTIVATION_MEASURES = ("cca_mean", "svcca_mean", "pwcca", "cka_linear")
 RANDOM_INIT = "random"
+ABOVE_CHANCE_RULE = (
+    f"value > null mean + {null_lib.ABOVE_CHANCE_SD:g} null sd; null: the same measure with one "
+    "side's images deranged within each image batch, positions kept"
+)
 
 
 # ---------------------------------------------------------------------------- output helpers
@@ -179,21 +190,113 @@ def _unit_names(run: act.LoadedRun, units: Sequence[str] | None) -> list[str]:
     return [n for n in names if n in units]
 
 
+@dataclasses.dataclass
+class UnitSimilarity:
+    """The measures of one unit of one pair, with the null samples behind their chance level.
+
+    values: measure -> value (None if undefined); samples: measure -> K null values;
+    datapoints n, features (p, q).
+    """
+
+    values: dict[str, float | None]
+    samples: dict[str, list[float | None]]
+    datapoints: int
+    features: tuple[int, int]
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form: every value, datapoints, features, ratio, null and above_chance."""
+        null = {m: null_lib.summarize(v) for m, v in self.samples.items()}
+        return {
+            **self.values,
+            "datapoints": self.datapoints,
+            "features": list(self.features),
+            "datapoints_per_feature": null_lib.datapoints_per_feature(
+                self.datapoints, *self.features
+            ),
+            "null": null,
+            "above_chance": {m: null_lib.above_chance(self.values[m], null[m]) for m in null},
+        }
+
+
 def _similarities(
     accumulators: Mapping[str, Any],
     unit_names: Sequence[str],
     *,
     measures: Sequence[str],
     options: measures_lib.MeasureOptions,
-) -> dict[str, dict[str, float | None]]:
+) -> dict[str, UnitSimilarity]:
     out = {}
     for unit in unit_names:
         stats = accumulators[unit]
-        out[unit] = measures_lib.measures_from_statistics(
+        values = measures_lib.measures_from_statistics(
             stats.covariance(), stats.accumulators, names=measures, options=options
         )
-        out[unit]["datapoints"] = stats.n
+        null_values = [
+            measures_lib.measures_from_statistics(cov, accs, names=measures, options=options)
+            for cov, accs in stats.null_statistics()
+        ]
+        out[unit] = UnitSimilarity(
+            values=values,
+            samples={m: [v[m] for v in null_values] for m in measures} if null_values else {},
+            datapoints=stats.n,
+            features=(stats.x_features, stats.y_features),
+        )
     return out
+
+
+def _warn_low_ratio(records: Sequence[Mapping[str, Any]], *, what: str) -> list[str]:
+    """Logs one warning listing the units with few datapoints per feature; returns them."""
+    low = sorted(
+        {
+            f"{r['unit']} ({r['datapoints_per_feature']:.1f})"
+            for r in records
+            if r["datapoints_per_feature"] < null_lib.LOW_DATAPOINTS_PER_FEATURE
+        }
+    )
+    if low:
+        logging.warning(
+            "%s: fewer than %g datapoints per feature for %s; chance similarity is high there, "
+            "read the values against their null (more images or positions lower it)",
+            what,
+            null_lib.LOW_DATAPOINTS_PER_FEATURE,
+            ", ".join(low),
+        )
+    return low
+
+
+def _csv_cells(record: Mapping[str, Any], measures: Sequence[str]) -> dict[str, Any]:
+    """A unit record flattened for CSV: value, null mean / sd, above_chance per measure."""
+    cells: dict[str, Any] = {}
+    for m in measures:
+        null = record["null"].get(m, {})
+        cells[m] = record.get(m)
+        cells[f"{m}_null_mean"] = null.get("mean")
+        cells[f"{m}_null_sd"] = null.get("sd")
+        cells[f"{m}_above_chance"] = record["above_chance"].get(m)
+    permutations = [n.get("permutations", 0) for n in record["null"].values()]
+    cells["null_permutations"] = max(permutations) if permutations else 0
+    cells["datapoints"] = record["datapoints"]
+    cells["x_features"], cells["y_features"] = record["features"]
+    cells["datapoints_per_feature"] = record["datapoints_per_feature"]
+    return cells
+
+
+def _averaged(
+    sims: Mapping[str, UnitSimilarity], units: Sequence[str], measures: Sequence[str]
+) -> dict[str, Any]:
+    """The mean over `units` of each measure, with the null of that mean (per permutation).
+
+    Returns {"value": {m: v}, "null": {m: summary}, "above_chance": {m: bool | None}}.
+    """
+    value, null, verdict = {}, {}, {}
+    for m in measures:
+        value[m] = _mean_or_none([sims[u].values[m] for u in units])
+        columns = [sims[u].samples.get(m, []) for u in units]
+        k = min(len(c) for c in columns) if columns else 0
+        samples = [_mean_or_none([c[i] for c in columns]) for i in range(k)]
+        null[m] = null_lib.summarize(samples)
+        verdict[m] = null_lib.above_chance(value[m], null[m])
+    return {"value": value, "null": null, "above_chance": verdict}
 
 
 def _run_pairs(
@@ -205,7 +308,7 @@ def _run_pairs(
     units: Sequence[str] | None,
     measures: Sequence[str],
     options: measures_lib.MeasureOptions,
-) -> tuple[list[str], dict[tuple[int, int], dict[str, dict[str, float | None]]]]:
+) -> tuple[list[str], dict[tuple[int, int], dict[str, UnitSimilarity]]]:
     """Similarity per unit of every pair of runs (all of one architecture) on shared images."""
     first = runs[pairs[0][0]]
     unit_names = _unit_names(first, units)
@@ -228,9 +331,22 @@ def _mean_or_none(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _group_stats(values: Sequence[float]) -> dict[str, float | int]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std()), "pairs": int(arr.size)}
+def _group_stats(records: Sequence[Mapping[str, Any]], measure: str) -> dict[str, Any] | None:
+    """Mean and std over pairs of the top-two value, the mean of their null means, and how many
+    of the pairs stand above chance; None when no pair has a value."""
+    members = [r for r in records if r["top_two"][measure] is not None]
+    if not members:
+        return None
+    arr = np.asarray([r["top_two"][measure] for r in members], dtype=np.float64)
+    nulls = [r["top_two_null"][measure]["mean"] for r in members]
+    verdicts = [r["top_two_above_chance"][measure] for r in members]
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std()),
+        "pairs": int(arr.size),
+        "null_mean": _mean_or_none(nulls),
+        "above_chance_pairs": sum(v is True for v in verdicts),
+    }
 
 
 # ---------------------------------------------------------------------------- compare (Fig. 2)
@@ -250,9 +366,11 @@ def compare_runs(
     """Per-unit similarity of every pair of runs and the paper's Fig. 2 statistic.
 
     For each pair (same architecture) and unit, the measures of the two runs' unit outputs on
-    the same images; `top_two` is their mean over the last two units before the head, and
-    `groups` summarises it (mean, std over pairs) by pair kind and by init names, for the first
-    measure. Writes compare.json, compare.csv, compare_units.png, compare_fig2.png, TensorBoard.
+    the same images, each with its permutation null; `top_two` is their mean over the last two
+    units before the head (with the null of that mean), and `groups` summarises it (mean, std
+    over pairs, and the mean of the pairs' null means) by pair kind and by init names.
+    Writes compare.json, compare.csv, compare_units*.png (null as a band), compare_fig2.png,
+    TensorBoard.
     """
     measures = measures_lib.check_measure_names(measures, streaming=True)
     workdirs = _check_workdirs(workdirs, minimum=2, mode="compare")
@@ -279,6 +397,8 @@ def compare_runs(
         top = unit_names[-2:]
         for i, j in pairs:
             init_a, init_b = runs[i].config.init.name, runs[j].config.init.name
+            unit_records = {u: sims[(i, j)][u].record() for u in unit_names}
+            top_two = _averaged(sims[(i, j)], top, measures)
             record = {
                 "run_a": labels[i],
                 "run_b": labels[j],
@@ -289,9 +409,11 @@ def compare_runs(
                 "init_b": init_b,
                 "kind": pair_kind(init_a, init_b),
                 "group": pair_group(init_a, init_b),
-                "units": sims[(i, j)],
+                "units": unit_records,
                 "top_units": top,
-                "top_two": {m: _mean_or_none([sims[(i, j)][u][m] for u in top]) for m in measures},
+                "top_two": top_two["value"],
+                "top_two_null": top_two["null"],
+                "top_two_above_chance": top_two["above_chance"],
             }
             pair_records.append(record)
             for unit in unit_names:
@@ -303,22 +425,22 @@ def compare_runs(
                         "kind": record["kind"],
                         "group": record["group"],
                         "unit": unit,
-                        **sims[(i, j)][unit],
+                        **_csv_cells(unit_records[unit], measures),
                     }
                 )
     if not pair_records:
         raise ValueError("compare: no two workdirs share an architecture, nothing to compare")
+    low = _warn_low_ratio(
+        [{"unit": u, **v} for r in pair_records for u, v in r["units"].items()], what="compare"
+    )
 
     groups: dict[str, dict[str, dict]] = {"by_kind": {}, "by_init": {}}
     for key, field in (("by_kind", "kind"), ("by_init", "group")):
         for name in sorted({r[field] for r in pair_records}):
-            per_measure = {}
-            for m in measures:
-                values = [r["top_two"][m] for r in pair_records if r[field] == name]
-                values = [v for v in values if v is not None]
-                if values:
-                    per_measure[m] = _group_stats(values)
-            groups[key][name] = per_measure
+            members = [r for r in pair_records if r[field] == name]
+            groups[key][name] = {
+                m: stats for m in measures if (stats := _group_stats(members, m)) is not None
+            }
     payload = {
         "mode": "compare",
         "weights": weights,
@@ -326,6 +448,8 @@ def compare_runs(
         "primary_measure": primary,
         "options": dataclasses.asdict(options),
         "activations": dataclasses.asdict(spec),
+        "above_chance_rule": ABOVE_CHANCE_RULE,
+        "low_datapoints_per_feature": low,
         "pairs": pair_records,
         "groups": groups,
     }
@@ -339,12 +463,11 @@ def compare_runs(
         by_model.setdefault(r["model"], []).append(r)
     for model, records in by_model.items():
         unit_names = list(records[0]["units"])
-        curves = {
-            f"{r['run_a']} vs {r['run_b']} ({r['group']})": [
-                r["units"][u][primary] for u in unit_names
-            ]
-            for r in records
-        }
+        curves, bands = _curves_and_bands(
+            {f"{r['run_a']} vs {r['run_b']} ({r['group']})": r["units"] for r in records},
+            unit_names,
+            primary,
+        )
         suffix = "" if len(by_model) == 1 else f"_{model}"
         figures.plot_unit_curves(
             unit_names,
@@ -352,28 +475,63 @@ def compare_runs(
             os.path.join(output_dir, f"compare_units{suffix}.png"),
             title=f"{model}: {primary} between runs per unit ({weights} weights)",
             ylabel=primary,
+            null_bands=bands,
         )
         for label, values in curves.items():
             summaries.scalars(f"compare/{primary}/{label}", values)
-    fig2 = {}
+    fig2: dict[str, list[float]] = {}
+    fig2_null: dict[str, list[float]] = {}
     for r in pair_records:
         if r["top_two"][primary] is not None:
-            fig2.setdefault(f"{r['model']}: {r['kind']}", []).append(r["top_two"][primary])
+            key = f"{r['model']}: {r['kind']}"
+            fig2.setdefault(key, []).append(r["top_two"][primary])
+            if r["top_two_null"][primary]["mean"] is not None:
+                fig2_null.setdefault(key, []).append(r["top_two_null"][primary]["mean"])
     if fig2:
         figures.plot_pair_groups(
             fig2,
             os.path.join(output_dir, "compare_fig2.png"),
             title=f"{primary} of the top two units",
+            null_levels={k: float(np.mean(v)) for k, v in fig2_null.items()},
         )
     summaries.text(
         "compare/pairs",
         _markdown_table(
-            [{**r, "top_two": r["top_two"][primary]} for r in pair_records],
-            ["model", "run_a", "run_b", "group", "top_two"],
+            [
+                {
+                    **r,
+                    "top_two": r["top_two"][primary],
+                    "null_mean": r["top_two_null"][primary]["mean"],
+                    "above_chance": r["top_two_above_chance"][primary],
+                }
+                for r in pair_records
+            ],
+            ["model", "run_a", "run_b", "group", "top_two", "null_mean", "above_chance"],
         ),
     )
     summaries.close()
     return payload
+
+
+def _curves_and_bands(
+    unit_records: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    unit_names: Sequence[str],
+    measure: str,
+) -> tuple[dict[str, list[float | None]], dict[str, list[tuple[float, float] | None]]]:
+    """Per labelled record set: the measure over units, and its null band (mean -/+ 3 sd)."""
+    curves, bands = {}, {}
+    for label, records in unit_records.items():
+        curves[label] = [records[u][measure] for u in unit_names]
+        band = []
+        for u in unit_names:
+            null = records[u]["null"].get(measure) or {}
+            if null.get("mean") is None:
+                band.append(None)
+            else:
+                half = null_lib.ABOVE_CHANCE_SD * null["sd"]
+                band.append((null["mean"] - half, null["mean"] + half))
+        bands[label] = band
+    return curves, bands
 
 
 # ---------------------------------------------------------------------- init vs final (Fig. 3/4)
@@ -392,7 +550,9 @@ def init_vs_final(
     """Per-unit similarity of each run's init and final representations (Fig. 3), and Fig. 4.
 
     Fig. 4: for every pair of runs of one architecture and every unit, the pair's similarity
-    at initialisation (x) against their similarity after training (y), first measure.
+    at initialisation (x) against their similarity after training (y); `init_final_correlation`
+    is the Pearson correlation of the two over the pairs, per unit and per pair kind (never
+    pooled over units, whose levels differ). Every value carries its null and above_chance.
     Writes init_vs_final.json/.csv, init_vs_final_units*.png, init_vs_final_scatter.png
     (two runs or more), TensorBoard.
     """
@@ -419,13 +579,14 @@ def init_vs_final(
             measures=measures,
             options=options,
         )
+        records = {p: {u: sims[p][u].record() for u in unit_names} for p in sims}
         for k in group:
             record = {
                 "run": labels[k],
                 "workdir": workdirs[k],
                 "model": runs[2 * k].config.model.name,
                 "init": runs[2 * k].config.init.name,
-                "units": sims[(2 * k, 2 * k + 1)],
+                "units": records[(2 * k, 2 * k + 1)],
             }
             per_run.append(record)
             for unit in unit_names:
@@ -436,12 +597,12 @@ def init_vs_final(
                         "run_a": labels[k],
                         "run_b": labels[k],
                         "unit": unit,
-                        **record["units"][unit],
+                        **_csv_cells(record["units"][unit], measures),
                     }
                 )
         for a, b in cross:
             init_a, init_b = runs[2 * a].config.init.name, runs[2 * b].config.init.name
-            at_init, at_final = sims[(2 * a, 2 * b)], sims[(2 * a + 1, 2 * b + 1)]
+            at_init, at_final = records[(2 * a, 2 * b)], records[(2 * a + 1, 2 * b + 1)]
             for unit in unit_names:
                 scatter.append(
                     {
@@ -453,6 +614,10 @@ def init_vs_final(
                         "unit": unit,
                         "init": {m: at_init[unit][m] for m in measures},
                         "final": {m: at_final[unit][m] for m in measures},
+                        "init_null": at_init[unit]["null"],
+                        "final_null": at_final[unit]["null"],
+                        "init_above_chance": at_init[unit]["above_chance"],
+                        "final_above_chance": at_final[unit]["above_chance"],
                     }
                 )
                 for stage, values in (("init", at_init), ("final", at_final)):
@@ -463,26 +628,23 @@ def init_vs_final(
                             "run_a": labels[a],
                             "run_b": labels[b],
                             "unit": unit,
-                            **values[unit],
+                            **_csv_cells(values[unit], measures),
                         }
                     )
-    correlation = None
-    points = [
-        (p["init"][primary], p["final"][primary])
-        for p in scatter
-        if p["init"][primary] is not None and p["final"][primary] is not None
-    ]
-    if len(points) >= 3 and np.std(np.asarray(points), axis=0).min() > 0:
-        correlation = float(np.corrcoef(np.asarray(points).T)[0, 1])
+    low = _warn_low_ratio(
+        [{"unit": u, **v} for r in per_run for u, v in r["units"].items()], what="init_vs_final"
+    )
     payload = {
         "mode": "init_vs_final",
         "measures": measures,
         "primary_measure": primary,
         "options": dataclasses.asdict(options),
         "activations": dataclasses.asdict(spec),
+        "above_chance_rule": ABOVE_CHANCE_RULE,
+        "low_datapoints_per_feature": low,
         "runs": per_run,
         "pairs": scatter,
-        "init_final_correlation": correlation,
+        "init_final_correlation": init_final_correlations(scatter, measure=primary),
     }
     os.makedirs(output_dir, exist_ok=True)
     _write_json(os.path.join(output_dir, "init_vs_final.json"), payload)
@@ -492,12 +654,11 @@ def init_vs_final(
     by_model: dict[str, list[dict]] = {}
     for r in per_run:
         by_model.setdefault(r["model"], []).append(r)
-    for model, records in by_model.items():
-        unit_names = list(records[0]["units"])
-        curves = {
-            f"{r['run']} ({r['init']})": [r["units"][u][primary] for u in unit_names]
-            for r in records
-        }
+    for model, model_runs in by_model.items():
+        unit_names = list(model_runs[0]["units"])
+        curves, bands = _curves_and_bands(
+            {f"{r['run']} ({r['init']})": r["units"] for r in model_runs}, unit_names, primary
+        )
         suffix = "" if len(by_model) == 1 else f"_{model}"
         figures.plot_unit_curves(
             unit_names,
@@ -505,6 +666,7 @@ def init_vs_final(
             os.path.join(output_dir, f"init_vs_final_units{suffix}.png"),
             title=f"{model}: {primary} of each unit at init vs after training",
             ylabel=primary,
+            null_bands=bands,
         )
         for label, values in curves.items():
             summaries.scalars(f"init_vs_final/{primary}/{label}", values)
@@ -521,6 +683,38 @@ def init_vs_final(
         )
     summaries.close()
     return payload
+
+
+def init_final_correlations(
+    scatter: Sequence[Mapping[str, Any]], *, measure: str
+) -> list[dict[str, Any]]:
+    """Fig. 4's correlation per (model, unit, pair kind): Pearson r of init vs final similarity.
+
+    Returns one record {model, unit, kind, pairs, correlation} per group; correlation is None
+    with fewer than 3 pairs or no spread on either axis.
+    """
+    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for p in scatter:
+        key = (p["model"], p["unit"], p["kind"])
+        points = groups.setdefault(key, [])
+        if p["init"][measure] is not None and p["final"][measure] is not None:
+            points.append((p["init"][measure], p["final"][measure]))
+    out = []
+    for (model, unit, kind), points in groups.items():
+        correlation = None
+        arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if len(points) >= 3 and arr.std(axis=0).min() > 0:
+            correlation = float(np.corrcoef(arr.T)[0, 1])
+        out.append(
+            {
+                "model": model,
+                "unit": unit,
+                "kind": kind,
+                "pairs": len(points),
+                "correlation": correlation,
+            }
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------- weights
@@ -756,15 +950,25 @@ def analyze_arrays(
     options: measures_lib.MeasureOptions = measures_lib.MeasureOptions(),
     max_gram_examples: int = 5000,
     seed: int = 0,
+    null_permutations: int = null_lib.DEFAULT_PERMUTATIONS,
+    rows_per_image: int = 1,
 ) -> dict[str, Any]:
-    """Every similarity measure (or the named ones) of two `.npy` activation files.
+    """Every similarity measure (or the named ones) of two `.npy` activation files, vs chance.
 
     RBF CKA builds n x n Gram matrices, so with more than `max_gram_examples` rows it uses a
     seeded subsample of that many (reported as "gram_examples"). A measure undefined on
-    these inputs is null with its reason under "undefined". Writes similarity.json,
-    similarity.csv, similarity.png and TensorBoard scalars `similarity/<measure>`.
+    these inputs is null with its reason under "undefined". `null` (measure -> mean, sd,
+    permutations) is the same measure over `null_permutations` derangements of b's rows, taken
+    in blocks of `rows_per_image` consecutive rows (the positions of one image, for conv maps
+    flattened image-major); `above_chance` (measure -> bool) applies the 3-sd rule.
+    Writes similarity.json, similarity.csv, similarity.png and TensorBoard scalars
+    `similarity/<measure>`.
     """
     names = measures_lib.check_measure_names(measures or measures_lib.MEASURES.names())
+    if null_permutations < 0 or null_permutations == 1:
+        raise ValueError(
+            f"null_permutations={null_permutations} must be 0 (no chance level) or >= 2"
+        )
     a, b = load_activations(a_path), load_activations(b_path)
     if a.shape[0] != b.shape[0]:
         raise ValueError(
@@ -775,6 +979,15 @@ def analyze_arrays(
         x, y = as_activation_pair(a, b)
     except SimilarityError as err:
         raise ValueError(f"{a_path} (x) and {b_path} (y): {err}") from err
+    if rows_per_image < 1 or x.shape[0] % rows_per_image:
+        raise ValueError(
+            f"rows_per_image={rows_per_image}: the {x.shape[0]} rows of {a_path} are not a whole "
+            "number of images of that many rows"
+        )
+    if null_permutations and x.shape[0] // rows_per_image < 2:
+        raise ValueError(
+            f"{a_path}: a permutation null needs at least 2 images of {rows_per_image} rows"
+        )
     subsample = None
     if x.shape[0] > max_gram_examples:
         subsample = np.sort(
@@ -794,6 +1007,30 @@ def analyze_arrays(
                 values[name] = float(measure.compute(x, y, options))
         except SimilarityError as err:
             values[name], undefined[name] = None, str(err)
+    samples = null_lib.array_null_samples(
+        x,
+        y,
+        names=[n for n in names if values[n] is not None],
+        options=options,
+        permutations=null_permutations,
+        rows_per_group=rows_per_image,
+        seed=seed,
+        gram_rows=subsample,
+    )
+    null = {n: null_lib.summarize(samples.get(n, [])) for n in names}
+    verdict = {n: null_lib.above_chance(values[n], null[n]) for n in names}
+    ratio = null_lib.datapoints_per_feature(x.shape[0], x.shape[1], y.shape[1])
+    if ratio < null_lib.LOW_DATAPOINTS_PER_FEATURE:
+        logging.warning(
+            "%s vs %s: %d datapoints for %d + %d features (%.1f per feature); chance similarity "
+            "is high, read each value against its null",
+            a_path,
+            b_path,
+            x.shape[0],
+            x.shape[1],
+            y.shape[1],
+            ratio,
+        )
     details: dict[str, Any] = {}
     try:
         full = cca_lib.cca_from_covariance(cov, rtol=options.rtol)
@@ -815,8 +1052,16 @@ def analyze_arrays(
         "examples": int(x.shape[0]),
         "a_features": int(x.shape[1]),
         "b_features": int(y.shape[1]),
+        "datapoints_per_feature": ratio,
+        "rows_per_image": rows_per_image,
         "options": dataclasses.asdict(options),
         "gram_examples": int(x.shape[0] if subsample is None else subsample.size),
+        "null": null,
+        "above_chance": verdict,
+        "above_chance_rule": (
+            f"value > null mean + {null_lib.ABOVE_CHANCE_SD:g} null sd; null: the same measure "
+            "with b's images (blocks of rows_per_image rows) deranged"
+        ),
         "undefined": undefined,
         **details,
     }
@@ -824,13 +1069,24 @@ def analyze_arrays(
     _write_json(os.path.join(output_dir, "similarity.json"), payload)
     _write_csv(
         os.path.join(output_dir, "similarity.csv"),
-        [{"measure": k, "value": v} for k, v in values.items()],
+        [
+            {
+                "measure": k,
+                "value": v,
+                "null_mean": null[k]["mean"],
+                "null_sd": null[k]["sd"],
+                "null_permutations": null[k]["permutations"],
+                "above_chance": verdict[k],
+            }
+            for k, v in values.items()
+        ],
     )
     figures.plot_measures(
         values,
         details.get("cca_correlations", []),
         os.path.join(output_dir, "similarity.png"),
         title=f"{os.path.basename(a_path)} vs {os.path.basename(b_path)}",
+        null=null,
     )
     summaries = _Summaries(output_dir)
     for name, value in values.items():

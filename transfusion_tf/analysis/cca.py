@@ -13,15 +13,25 @@ accumulators of `transfusion_tf.analysis.streaming` (memory O((p + q)^2), indepe
   count, or a float in (0, 1] = fraction of variance kept), then CCA. The principal directions come
   from the same covariance, so the data is read once.
 - PWCCA (Morcos et al. 2018): the mean of rho_i weighted by alpha_i = sum_j |<h_i, x_j>|, where h_i
-  is the i-th canonical variate of the *first* argument (unit norm) and x_j its j-th centred
-  neuron. Unlike google/svcca's `compute_pwcca`, which projects activations rotated by the SVD
-  factor u without the whitening by Sigma_xx^(-1/2), the h_i here are the canonical variates
-  themselves; it also works when the first argument has more neurons than the second.
+  is the i-th canonical variate of one side (unit norm) and x_j that side's j-th centred neuron.
+  Which side: Morcos et al. (and google/svcca's `compute_pwcca`) weight by the side with fewer
+  neurons; we do the same (`weighting="fewer"`, the default, counting the directions that enter
+  the CCA), and where both sides have as many, the value is the mean of the two one-sided values,
+  so PWCCA never depends on the order of its arguments. `weighting="x"` / `"y"` force a side.
+  Unlike `compute_pwcca`, which projects activations rotated by the SVD factor u without the
+  whitening by Sigma_xx^(-1/2), the h_i here are the canonical variates themselves.
+
+The eigen-decompositions of the two co-moment matrices and the CCA of a `JointCovariance` are
+cached by content (a few entries), so a permutation null, whose covariances share xx and yy with
+the real one and differ only in xy, decomposes each side once.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
+import hashlib
 
 import numpy as np
 from absl import logging
@@ -29,6 +39,37 @@ from absl import logging
 from transfusion_tf.analysis.common import SimilarityError, as_activation_pair
 
 DEFAULT_RTOL = 1e-10  # variance below rtol * largest variance counts as no direction
+PWCCA_WEIGHTINGS = ("fewer", "x", "y")
+_CACHE_ENTRIES = 6
+
+
+def _fingerprint(array: np.ndarray) -> str:
+    data = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(memoryview(data).cast("B"), digest_size=16)
+    digest.update(repr((data.shape, data.dtype.str)).encode())
+    return digest.hexdigest()
+
+
+class _LRU:
+    """A small least-recently-used cache (values are treated as read-only)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key, make):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make()
+        self._items[key] = value
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
+
+
+_WHITENERS = _LRU(_CACHE_ENTRIES)
+_RESULTS = _LRU(_CACHE_ENTRIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +92,11 @@ class JointCovariance:
     @property
     def y_features(self) -> int:
         return int(self.yy.shape[0])
+
+    @functools.cached_property
+    def fingerprints(self) -> tuple[str, str, str]:
+        """Content hashes of (xx, yy, xy), the keys of the decomposition caches."""
+        return _fingerprint(self.xx), _fingerprint(self.yy), _fingerprint(self.xy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +194,45 @@ def cca_from_covariance(
         raise SimilarityError(f"CCA needs at least 2 examples, got {cov.n}")
     _check_dims(x_dims)
     _check_dims(y_dims)
-    wx = _whitener(cov.xx, side="x", dims=x_dims, rtol=rtol)
-    wy = _whitener(cov.yy, side="y", dims=y_dims, rtol=rtol)
+    hx, hy, hxy = cov.fingerprints
+
+    def compute() -> CCAResult:
+        result = _cca(cov, x_dims=x_dims, y_dims=y_dims, rtol=rtol)
+        for array in (result.correlations, result.x_weights, result.y_weights):
+            array.flags.writeable = False
+        return result
+
+    return _RESULTS.get((hx, hy, hxy, cov.n, _dims_key(x_dims), _dims_key(y_dims), rtol), compute)
+
+
+def _dims_key(dims: int | float | None) -> tuple[str, float | None]:
+    # 1 (one direction) and 1.0 (all the variance) must not share a cache entry.
+    return type(dims).__name__, None if dims is None else float(dims)
+
+
+def _cached_whitener(
+    comoment: np.ndarray, key: str, *, side: str, dims: int | float | None, rtol: float
+) -> np.ndarray:
+    def compute() -> np.ndarray:
+        w = _whitener(comoment, side=side, dims=dims, rtol=rtol)
+        w.flags.writeable = False
+        return w
+
+    return _WHITENERS.get((key, _dims_key(dims), rtol), compute)
+
+
+def _cca(
+    cov: JointCovariance, *, x_dims: int | float | None, y_dims: int | float | None, rtol: float
+) -> CCAResult:
+    hx, hy, _ = cov.fingerprints
+    wx = _cached_whitener(cov.xx, hx, side="x", dims=x_dims, rtol=rtol)
+    wy = _cached_whitener(cov.yy, hy, side="y", dims=y_dims, rtol=rtol)
     if wx.shape[1] + wy.shape[1] >= cov.n:
-        logging.warning(
+        logging.log_first_n(
+            logging.WARNING,
             "CCA with %d + %d directions on only %d examples: canonical correlations are "
             "inflated towards 1; use more examples or fewer (SVCCA) directions",
+            5,
             wx.shape[1],
             wy.shape[1],
             cov.n,
@@ -169,18 +248,38 @@ def cca_from_covariance(
     )
 
 
-def pwcca_from_covariance(cov: JointCovariance, *, rtol: float = DEFAULT_RTOL) -> PWCCAResult:
-    """PWCCA with weights from the first argument's canonical variates (Morcos et al. 2018).
+def _projection_weights(weights: np.ndarray, comoment: np.ndarray) -> np.ndarray:
+    projections = weights.T @ comoment  # [k, features]: <h_i, x_j>
+    alpha = np.sum(np.abs(projections), axis=1)
+    return alpha / np.sum(alpha)
+
+
+def pwcca_from_covariance(
+    cov: JointCovariance, *, rtol: float = DEFAULT_RTOL, weighting: str = "fewer"
+) -> PWCCAResult:
+    """PWCCA (Morcos et al. 2018) from co-moments; `weighting` picks the side (module doc).
 
     With unit-norm canonical variates h_i = Xc a_i, <h_i, x_j> = (a_i^T Xc^T Xc)_j, so the
-    weights need only the co-moments.
+    weights need only the co-moments. With "fewer" on sides of equal size, `weights` is the mean
+    of the two sides' weights and `value` the mean of the two one-sided values.
     """
+    if weighting not in PWCCA_WEIGHTINGS:
+        raise SimilarityError(
+            f"PWCCA weighting {weighting!r}: choose one of {', '.join(PWCCA_WEIGHTINGS)}"
+        )
     result = cca_from_covariance(cov, rtol=rtol)
-    projections = result.x_weights.T @ cov.xx  # [k, p]: <h_i, x_j>
-    alpha = np.sum(np.abs(projections), axis=1)
-    weights = alpha / np.sum(alpha)
+    if weighting == "fewer" and result.x_dims != result.y_dims:
+        weighting = "x" if result.x_dims < result.y_dims else "y"
+    sides = {"x": ("x",), "y": ("y",), "fewer": ("x", "y")}[weighting]
+    per_side = [
+        _projection_weights(result.x_weights, cov.xx)
+        if side == "x"
+        else _projection_weights(result.y_weights, cov.yy)
+        for side in sides
+    ]
+    weights = np.mean(per_side, axis=0)
     return PWCCAResult(
-        value=float(np.sum(weights * result.correlations)),
+        value=float(np.mean([np.sum(w * result.correlations) for w in per_side])),
         weights=weights,
         correlations=result.correlations,
     )
@@ -213,6 +312,8 @@ def svcca(
     )
 
 
-def pwcca(x: np.ndarray, y: np.ndarray, *, rtol: float = DEFAULT_RTOL) -> PWCCAResult:
-    """Projection-weighted CCA of x [n, p] (weights from its canonical variates) and y [n, q]."""
-    return pwcca_from_covariance(joint_covariance(x, y), rtol=rtol)
+def pwcca(
+    x: np.ndarray, y: np.ndarray, *, rtol: float = DEFAULT_RTOL, weighting: str = "fewer"
+) -> PWCCAResult:
+    """Projection-weighted CCA of x [n, p] and y [n, q]; `weighting` as in the module doc."""
+    return pwcca_from_covariance(joint_covariance(x, y), rtol=rtol, weighting=weighting)

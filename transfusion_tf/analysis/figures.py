@@ -27,14 +27,36 @@ def _save(fig: Figure, path: str) -> str:
 
 
 def plot_measures(
-    values: Mapping[str, float | None], correlations: Sequence[float], path: str, *, title: str
+    values: Mapping[str, float | None],
+    correlations: Sequence[float],
+    path: str,
+    *,
+    title: str,
+    null: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> str:
-    """Bar chart of every measure next to the sorted canonical correlations."""
+    """Bar chart of every measure (with its null mean +/- 3 sd) next to the CCA spectrum."""
     fig = Figure(figsize=(10, 4))
     ax_bar, ax_rho = fig.subplots(1, 2)
     names = list(values)
     heights = [np.nan if values[n] is None else values[n] for n in names]
-    ax_bar.bar(range(len(names)), heights, color="tab:blue")
+    ax_bar.bar(range(len(names)), heights, color="tab:blue", label="value")
+    drawn = False
+    for i, name in enumerate(names):
+        level = (null or {}).get(name) or {}
+        if level.get("mean") is not None:
+            ax_bar.errorbar(
+                i,
+                level["mean"],
+                yerr=3.0 * level["sd"],
+                fmt="_",
+                color="tab:red",
+                markersize=14,
+                capsize=4,
+                label=None if drawn else "chance (null mean ± 3 sd)",
+            )
+            drawn = True
+    if drawn:
+        ax_bar.legend(fontsize="small")
     ax_bar.set_xticks(range(len(names)), names, rotation=40, ha="right")
     ax_bar.set_ylim(min(0.0, np.nanmin(heights + [0.0])), 1.0)
     ax_bar.set_ylabel("similarity")
@@ -54,13 +76,27 @@ def plot_unit_curves(
     *,
     title: str,
     ylabel: str,
+    null_bands: Mapping[str, Sequence[tuple[float, float] | None]] | None = None,
 ) -> str:
-    """One line per curve over the ordered units (None = undefined, drawn as a gap)."""
+    """One line per curve over the ordered units (None = undefined, drawn as a gap).
+
+    null_bands: per curve label, the (low, high) chance band of each unit, drawn shaded in the
+    curve's colour.
+    """
     fig = Figure(figsize=(max(5.0, 0.9 * len(units) + 2.5), 4))
     ax = fig.subplots()
     for label, values in curves.items():
         ys = [np.nan if v is None else v for v in values]
-        ax.plot(range(len(units)), ys, marker="o", label=label)
+        (line,) = ax.plot(range(len(units)), ys, marker="o", label=label)
+        band = (null_bands or {}).get(label)
+        if band and any(b is not None for b in band):
+            low = [np.nan if b is None else b[0] for b in band]
+            high = [np.nan if b is None else b[1] for b in band]
+            ax.fill_between(
+                range(len(units)), low, high, color=line.get_color(), alpha=0.15, linewidth=0
+            )
+    if null_bands:
+        ax.plot([], [], color="gray", alpha=0.4, linewidth=6, label="chance (null mean ± 3 sd)")
     ax.set_xticks(range(len(units)), units, rotation=30, ha="right")
     ax.set_ylim(0.0, 1.02)
     ax.set_ylabel(ylabel)
@@ -70,19 +106,42 @@ def plot_unit_curves(
     return _save(fig, path)
 
 
-def plot_pair_groups(groups: Mapping[str, Sequence[float]], path: str, *, title: str) -> str:
-    """Fig. 2: mean (bars) and every pair (dots) of the top-two-unit similarity per group."""
+def plot_pair_groups(
+    groups: Mapping[str, Sequence[float]],
+    path: str,
+    *,
+    title: str,
+    null_levels: Mapping[str, float] | None = None,
+) -> str:
+    """Fig. 2: mean (bars) and every pair (dots) of the top-two-unit similarity per group.
+
+    null_levels: per group, the mean chance level, drawn as a red line across its bar.
+    """
     fig = Figure(figsize=(max(4.0, 1.6 * len(groups) + 1.5), 4))
     ax = fig.subplots()
-    for i, values in enumerate(groups.values()):
+    drawn = False
+    for i, (name, values) in enumerate(groups.items()):
         values = np.asarray(values, dtype=np.float64)
         ax.bar(i, float(np.mean(values)), color="tab:blue", alpha=0.6)
+        level = (null_levels or {}).get(name)
+        if level is not None:
+            ax.hlines(
+                level,
+                i - 0.4,
+                i + 0.4,
+                color="tab:red",
+                linewidth=2,
+                label=None if drawn else "chance (null mean)",
+            )
+            drawn = True
         if values.size > 1:
             ax.errorbar(i, float(np.mean(values)), yerr=float(np.std(values)), color="black")
         ax.scatter(np.full(values.size, i), values, color="black", s=12, zorder=3)
     ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right")
     ax.set_ylabel("similarity, top two units (mean)")
     ax.set_title(title)
+    if drawn:
+        ax.legend(fontsize="small")
     return _save(fig, path)
 
 

@@ -83,7 +83,8 @@ _streaming_measure(
 )
 _streaming_measure(
     "pwcca",
-    "projection-weighted CCA, weights from the first argument's canonical variates",
+    "projection-weighted CCA (Morcos et al.), weights from the side with fewer neurons; the mean "
+    "of both sides' when they have as many",
     lambda cov, o: cca_lib.pwcca_from_covariance(cov, rtol=o.rtol).value,
 )
 _streaming_measure(

@@ -21,6 +21,7 @@ from absl import app, flags
 
 from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import analyses, measures
+from transfusion_tf.analysis import null as null_lib
 from transfusion_tf.analysis.common import SimilarityError
 
 FLAGS = flags.FLAGS
@@ -45,7 +46,24 @@ flags.DEFINE_enum(
     "average pool (one datapoint per image).",
 )
 flags.DEFINE_integer("max_positions", 64, "positions policy: at most this many per image.")
-flags.DEFINE_integer("seed", 0, "Seed of position (and arrays-mode Gram) subsampling.")
+flags.DEFINE_integer(
+    "seed",
+    0,
+    "Seed of position subsampling, of the null's permutations and of the arrays-mode Gram.",
+)
+flags.DEFINE_integer(
+    "null_permutations",
+    null_lib.DEFAULT_PERMUTATIONS,
+    "Chance level of every similarity value: the same measure with one side's images shuffled, "
+    "this many times (0: no null; otherwise >= 2). A value stands above chance when it exceeds "
+    f"the null mean by more than {null_lib.ABOVE_CHANCE_SD:g} null sd.",
+)
+flags.DEFINE_integer(
+    "rows_per_image",
+    1,
+    "arrays: consecutive rows that belong to one image (e.g. the positions of a flattened conv "
+    "map); the null shuffles whole images.",
+)
 flags.DEFINE_enum("weights", "final", list(act.WEIGHTS), "compare: which weights of each run.")
 flags.DEFINE_list("units", [], "Units to analyse (default: every unit of the model).")
 flags.DEFINE_list(
@@ -102,8 +120,16 @@ def _options() -> measures.MeasureOptions:
     )
 
 
+def _check_null_permutations() -> int:
+    k = FLAGS.null_permutations
+    if k < 0 or k == 1:
+        raise ValueError(f"--null_permutations={k} must be 0 (no chance level) or >= 2")
+    return k
+
+
 def _spec() -> act.ActivationSpec:
     return act.ActivationSpec(
+        null_permutations=_check_null_permutations(),
         split=FLAGS.split,
         num_examples=FLAGS.num_examples,
         batch_size=FLAGS.batch_size,
@@ -126,6 +152,8 @@ def _run_mode() -> dict:
             options=_options(),
             max_gram_examples=FLAGS.max_gram_examples,
             seed=FLAGS.seed,
+            null_permutations=_check_null_permutations(),
+            rows_per_image=FLAGS.rows_per_image,
         )
     if not FLAGS.workdirs:
         raise ValueError(f"--mode={mode} needs --workdirs")
@@ -157,8 +185,22 @@ def _summary(payload: dict) -> str:
     """A few lines for the terminal; the files hold everything."""
     mode = payload["mode"]
     if mode == "arrays":
-        keys = [k for k in measures.MEASURES.names() if k in payload]
-        return json.dumps({k: payload[k] for k in keys}, indent=2)
+        lines = [
+            f"{payload['examples']} datapoints, {payload['a_features']} + "
+            f"{payload['b_features']} features ({payload['datapoints_per_feature']:.1f} per "
+            "feature)"
+        ]
+        for k in [k for k in measures.MEASURES.names() if k in payload]:
+            null = payload["null"][k]
+            chance = (
+                "no null"
+                if null["mean"] is None
+                else f"chance {null['mean']:.3f} ± {null['sd']:.3f} "
+                f"(n={null['permutations']}); "
+                + ("above chance" if payload["above_chance"][k] else "NOT above chance")
+            )
+            lines.append(f"{k:20s} {_fmt(payload[k], '.4f')}  {chance}")
+        return "\n".join(lines)
     if mode == "compare":
         return json.dumps(payload["groups"]["by_kind"], indent=2)
     lines = []
