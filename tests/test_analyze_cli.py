@@ -103,6 +103,16 @@ def batch(tmp_path_factory):
         "bad_one_workdir": analyze("x", "--mode=compare", f"--workdirs={wd['r0']}"),
         "bad_no_workdirs": analyze("x", "--mode=init_vs_final"),
         "bad_unit": analyze("x", "--mode=compare", three, "--units=block9"),
+        "bad_null_permutations": analyze(
+            "x", "--mode=compare", three, "--null_permutations=1", *ANALYSIS
+        ),
+        "bad_rows_per_image": analyze(
+            "x",
+            "--mode=arrays",
+            f"--a={root / 'a.npy'}",
+            f"--b={root / 'b.npy'}",
+            "--rows_per_image=7",
+        ),
         "bad_dataset": analyze(
             "x", "--mode=compare", three, f"--dataset_dir={root / 'no_dataset'}"
         ),
@@ -140,11 +150,28 @@ def test_compare_groups_pairs_by_init(batch):
             assert values["datapoints"] == 16 * 8, unit
             for m in ("cca_mean", "svcca_mean", "pwcca", "cka_linear"):
                 assert 0.0 <= values[m] <= 1.0 + 1e-9
+            for m in ("cca_mean", "svcca_mean", "pwcca", "cka_linear"):
+                assert values["null"][m]["permutations"] == 10
+                assert values["null"][m]["sd"] >= 0.0
+                assert values["above_chance"][m] in (True, False)
+            assert values["features"][0] == values["features"][1]
+            assert values["datapoints_per_feature"] == pytest.approx(
+                values["datapoints"] / sum(values["features"])
+            )
         expected = np.mean([pair["units"][u]["cca_mean"] for u in pair["top_units"]])
         assert pair["top_two"]["cca_mean"] == pytest.approx(expected)
+        null_means = [pair["units"][u]["null"]["cca_mean"]["mean"] for u in pair["top_units"]]
+        assert pair["top_two_null"]["cca_mean"]["mean"] == pytest.approx(np.mean(null_means))
+    # 128 datapoints for 8 + 8 .. 16 + 16 features: below 10 per feature, flagged.
+    assert payload["low_datapoints_per_feature"]
+    assert kinds["random_vs_transfer"]["cca_mean"]["null_mean"] is not None
     out = batch["out"] / "compare"
     for name in ("compare.csv", "compare_units.png", "compare_fig2.png"):
         assert (out / name).is_file()
+    header = (out / "compare.csv").read_text().splitlines()[0].split(",")
+    for column in ("cca_mean", "cca_mean_null_mean", "cca_mean_null_sd", "cca_mean_above_chance"):
+        assert column in header
+    assert "null_permutations" in header and "datapoints_per_feature" in header
     assert _has_events(out / "tensorboard")
     assert "random_vs_transfer" in batch["compare"]["stdout"]
 
@@ -159,6 +186,12 @@ def test_compare_run_with_its_copy_is_identical(batch):
         assert values["cka_linear"] == pytest.approx(1.0, abs=1e-9)
         assert values["cca_mean"] == pytest.approx(1.0, abs=1e-6)
         assert values["cka_minibatch"] == pytest.approx(1.0, abs=1e-9)
+        # A run and its copy are identical; linear CKA tells it from chance, but CCA on 16
+        # datapoints for 8..16 features per side is at its ceiling even by chance.
+        assert values["above_chance"]["cka_linear"] is True, unit
+        assert values["null"]["cka_linear"]["mean"] < 0.99
+    assert pair["units"]["conv3"]["null"]["cca_mean"]["mean"] > 0.95
+    assert pair["units"]["conv3"]["above_chance"]["cca_mean"] is False
 
 
 @pytest.mark.slow
@@ -170,8 +203,22 @@ def test_init_vs_final_per_unit_and_scatter(batch):
         assert list(r["units"]) == ["conv1", "conv2", "conv3"]
         for values in r["units"].values():
             assert 0.0 < values["cca_mean"] <= 1.0 + 1e-9
+        for values in r["units"].values():
+            assert values["null"]["cca_mean"]["permutations"] == 10
     assert len(payload["pairs"]) == 3 * 3
     assert {p["kind"] for p in payload["pairs"]} == {"random_vs_random", "random_vs_transfer"}
+    for p in payload["pairs"]:
+        assert set(p["init_null"]) == set(p["final_null"]) == set(payload["measures"])
+    # Fig. 4's correlation per unit and pair kind, never pooled over units.
+    groups = {(c["unit"], c["kind"]): c for c in payload["init_final_correlation"]}
+    assert set(groups) == {
+        (u, k)
+        for u in ("conv1", "conv2", "conv3")
+        for k in ("random_vs_random", "random_vs_transfer")
+    }
+    assert groups[("conv1", "random_vs_random")]["pairs"] == 1
+    assert groups[("conv1", "random_vs_random")]["correlation"] is None  # one pair: no r
+    assert groups[("conv2", "random_vs_transfer")]["pairs"] == 2
     out = batch["out"] / "ivf"
     for name in ("init_vs_final.csv", "init_vs_final_units.png", "init_vs_final_scatter.png"):
         assert (out / name).is_file()
@@ -235,6 +282,10 @@ def test_arrays_mode_reports_every_measure(batch):
     debiased = cka.linear_cka(a, b, debiased=True)
     assert payload["cka_minibatch"] == pytest.approx(debiased, abs=1e-12)  # one minibatch
     assert payload["examples"] == 200 and payload["a_features"] == 12
+    for key in TOP_KEYS:
+        assert payload["null"][key]["permutations"] == 10, key
+        assert payload["above_chance"][key] is True, key  # b is a noisy map of a
+    assert "above chance" in batch["arrays"]["stdout"]
     out = batch["out"] / "arrays"
     assert (out / "similarity.csv").is_file() and (out / "similarity.png").is_file()
     assert _has_events(out / "tensorboard")
@@ -258,6 +309,8 @@ def test_arrays_mode_reports_every_measure(batch):
         ("bad_one_workdir", "at least 2 workdir"),
         ("bad_no_workdirs", "needs --workdirs"),
         ("bad_unit", "unknown units ['block9']"),
+        ("bad_null_permutations", "--null_permutations=1 must be 0"),
+        ("bad_rows_per_image", "rows_per_image=7"),
         ("bad_dataset", "no_dataset not found"),
     ],
 )
