@@ -676,10 +676,15 @@ def init_vs_final(
             if p["init"][primary] is not None and p["final"][primary] is not None:
                 key = f"{p['model']}: {p['kind']}"
                 groups.setdefault(key, []).append((p["init"][primary], p["final"][primary]))
+        levels = [
+            _mean_or_none([p[f"{stage}_null"][primary]["mean"] for p in scatter])
+            for stage in ("init", "final")
+        ]
         figures.plot_init_final_scatter(
             groups,
             os.path.join(output_dir, "init_vs_final_scatter.png"),
             title=f"{primary} of run pairs, per unit",
+            null_levels=(levels[0], levels[1]),
         )
     summaries.close()
     return payload

@@ -146,15 +146,30 @@ def plot_pair_groups(
 
 
 def plot_init_final_scatter(
-    points: Mapping[str, Sequence[tuple[float, float]]], path: str, *, title: str
+    points: Mapping[str, Sequence[tuple[float, float]]],
+    path: str,
+    *,
+    title: str,
+    null_levels: tuple[float | None, float | None] | None = None,
 ) -> str:
-    """Fig. 4: similarity of a pair at initialisation (x) vs after training (y), per unit."""
+    """Fig. 4: similarity of a pair at initialisation (x) vs after training (y), per unit.
+
+    null_levels: the mean chance level at init (a vertical line) and after training
+    (a horizontal line).
+    """
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     for label, xy in points.items():
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         ax.scatter(xy[:, 0], xy[:, 1], label=label, s=18)
     ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle="--")
+    at_init, at_final = null_levels or (None, None)
+    if at_init is not None:
+        ax.axvline(
+            at_init, color="tab:red", linewidth=0.8, linestyle=":", label="chance (mean over units)"
+        )
+    if at_final is not None:
+        ax.axhline(at_final, color="tab:red", linewidth=0.8, linestyle=":")
     ax.set_xlim(0.0, 1.02)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("similarity at initialisation")
