@@ -17,6 +17,11 @@ users download the real data, so every converter is exercised on its real layout
     16-bit (12 bits stored) MONOCHROME2 and MONOCHROME1 images with rescale slope/intercept
     and window centre/width, and 8-bit MONOCHROME2 images.
 Returns a `Layout` naming the `--format`/`--input` pair(s) that convert what was written.
+
+`compress_dicom(ds, syntax)` re-encodes such a DICOM dataset in one of the compressed transfer
+syntaxes of real archives (COMPRESSED_SYNTAXES), with the encoders the decoding packages
+provide: pydicom's own (RLE), pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000) and GDCM (the
+JPEG processes: baseline, extended 12-bit, lossless process 14 and SV1).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import csv
 import dataclasses
 import hashlib
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -249,6 +255,77 @@ def dicom_dataset(
         stored = image.astype(np.uint8)
         ds.set_pixel_data(stored, "MONOCHROME2", 8)
     return ds, stored
+
+
+# Transfer syntax UIDs compress_dicom writes (pydicom.uid names in the comments).
+COMPRESSED_SYNTAXES = (
+    "1.2.840.10008.1.2.4.50",  # JPEGBaseline8Bit (8-bit images only)
+    "1.2.840.10008.1.2.4.51",  # JPEGExtended12Bit
+    "1.2.840.10008.1.2.4.57",  # JPEGLossless (process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEGLosslessSV1
+    "1.2.840.10008.1.2.4.80",  # JPEGLSLossless
+    "1.2.840.10008.1.2.4.81",  # JPEGLSNearLossless
+    "1.2.840.10008.1.2.4.90",  # JPEG2000Lossless (images of at least 32 x 32)
+    "1.2.840.10008.1.2.4.91",  # JPEG2000 (images of at least 32 x 32)
+    "1.2.840.10008.1.2.5",  # RLELossless
+)
+_GDCM_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "JPEGBaselineProcess1",
+    "1.2.840.10008.1.2.4.51": "JPEGExtendedProcess2_4",
+    "1.2.840.10008.1.2.4.57": "JPEGLosslessProcess14",
+    "1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1",
+}
+
+
+def compress_dicom(ds, syntax: str):
+    """Returns a copy of the uncompressed pydicom Dataset `ds` encoded in transfer `syntax`.
+
+    `syntax` is one of COMPRESSED_SYNTAXES. Lossy syntaxes (JPEG baseline and extended, JPEG-LS
+    near-lossless with an error bound of 2, JPEG 2000 at a 2:1 ratio) change pixel values a
+    little; the others are exact.
+    """
+    import pydicom
+    from pydicom import uid
+
+    if syntax not in COMPRESSED_SYNTAXES:
+        raise ValueError(f"unknown compressed syntax {syntax!r}; one of {COMPRESSED_SYNTAXES}")
+    if syntax in _GDCM_SYNTAXES:
+        return _gdcm_transcode(ds, _GDCM_SYNTAXES[syntax])
+    out = pydicom.Dataset(ds)
+    out.file_meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
+    options = {}
+    if syntax == uid.JPEGLSNearLossless:
+        options["jls_error"] = 2
+    elif syntax == uid.JPEG2000:
+        options["j2k_cr"] = [2]
+    out.compress(syntax, **options)
+    return out
+
+
+def _gdcm_transcode(ds, gdcm_name: str):
+    """`ds` re-encoded by GDCM into its transfer syntax `gdcm_name` (through temporary files)."""
+    import gdcm
+    import pydicom
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
+        ds.save_as(source, enforce_file_format=True)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(source)
+        if not reader.Read():
+            raise RuntimeError("GDCM cannot read the uncompressed dataset")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, gdcm_name)))
+        change.SetInput(reader.GetImage())
+        if not change.Change():
+            raise RuntimeError(f"GDCM cannot encode the dataset as {gdcm_name}")
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(target)
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise RuntimeError(f"GDCM cannot write the {gdcm_name} dataset")
+        return pydicom.dcmread(target)
 
 
 def write_dicom(output_dir: str, *, num_examples: int, image_size: int, seed: int) -> Layout:

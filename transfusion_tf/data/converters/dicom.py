@@ -7,19 +7,52 @@ range of its output type: uint16 when the source stores more than 8 bits per sam
 16-bit PNG downstream), else uint8. Without any VOI transform a >8-bit image is stretched from its
 own minimum to its maximum (the common convention for raw radiographs).
 
+Compressed pixel data (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE) is decoded
+through pydicom's plugins (`dicom_codecs` lists which package decodes which transfer syntax); a
+syntax without an installed decoder is an `UndecodableDicomError` naming the syntax and the
+package that would decode it. Multi-frame files give their first frame (FRAME_POLICY), and only
+that frame is decoded.
+
 This module never imports TensorFlow: it runs inside the conversion worker processes.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pydicom
 import pydicom.errors
 import pydicom.pixels
 
+from transfusion_tf.data.converters import dicom_codecs
+
+# Which frame of a multi-frame file becomes the example (reported in the summary).
+FRAME_POLICY = "first"
+
 
 class DicomError(ValueError):
     """A DICOM file that cannot be read or converted; the message names the file."""
+
+
+class UndecodableDicomError(DicomError):
+    """No installed decoder for a file's transfer syntax: `transfer_syntax` is its UID,
+    `reason` the message without the path (names the syntax and who would decode it)."""
+
+    def __init__(self, path: str, *, reason: str, transfer_syntax: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+        self.transfer_syntax = transfer_syntax
+
+
+@dataclasses.dataclass(frozen=True)
+class DicomImage:
+    """One decoded DICOM image: `pixels` uint8/uint16 [height, width, 1 or 3], the file's
+    `transfer_syntax` UID and its `frames` (NumberOfFrames; pixels hold the first)."""
+
+    pixels: np.ndarray
+    transfer_syntax: str
+    frames: int
 
 
 def read_patient_id(path: str) -> str | None:
@@ -48,6 +81,17 @@ def _output_range_after_modality(ds: pydicom.Dataset) -> tuple[float, float]:
     return min(lo, hi), max(lo, hi)
 
 
+def _identity_rescale(ds: pydicom.Dataset) -> bool:
+    """No modality rescale, or slope 1 and intercept 0 (which encoders such as GDCM add)."""
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is None:
+        return True
+    try:
+        return float(slope) == 1.0 and float(intercept if intercept is not None else 0) == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
 def _to_unit_range(arr: np.ndarray, ds: pydicom.Dataset, *, path: str) -> np.ndarray:
     """Applies modality + VOI transforms to a monochrome frame; returns float64 in [0, 1]."""
     values = np.asarray(pydicom.pixels.apply_modality_lut(arr, ds), dtype=np.float64)
@@ -66,7 +110,7 @@ def _to_unit_range(arr: np.ndarray, ds: pydicom.Dataset, *, path: str) -> np.nda
         except ValueError as err:
             raise DicomError(f"{path}: invalid window centre/width: {err}") from None
         lo, hi = _output_range_after_modality(ds)
-    elif int(ds.BitsStored) <= 8 and ds.get("RescaleSlope") is None:
+    elif int(ds.BitsStored) <= 8 and _identity_rescale(ds):
         lo, hi = 0.0, 255.0
     else:
         lo, hi = float(values.min()), float(values.max())
@@ -75,12 +119,25 @@ def _to_unit_range(arr: np.ndarray, ds: pydicom.Dataset, *, path: str) -> np.nda
     return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
 
+def _one_line(err: Exception) -> str:
+    """An exception's message on one line (pydicom lists every plugin's error on its own)."""
+    return "; ".join(part.strip() for part in str(err).splitlines() if part.strip())
+
+
 def read_dicom(path: str) -> np.ndarray:
     """Reads a DICOM image as uint8 or uint16 [height, width, channels] (channels 1 or 3).
 
-    Multi-frame files give their first frame; YCbCr colour data comes back as RGB (pydicom
-    converts it when decoding). Raises DicomError naming `path` when the file is
-    not DICOM, has no pixel data, or its pixel data cannot be decoded.
+    See `read_dicom_image`, whose `pixels` this returns.
+    """
+    return read_dicom_image(path).pixels
+
+
+def read_dicom_image(path: str) -> DicomImage:
+    """Reads and decodes a DICOM file's image (the first frame of a multi-frame file).
+
+    YCbCr colour data comes back as RGB (pydicom converts it when decoding). Raises
+    UndecodableDicomError when no installed plugin decodes the transfer syntax, and DicomError
+    naming `path` when the file is not DICOM, has no pixel data, or its pixel data is corrupt.
     """
     try:
         ds = pydicom.dcmread(path)
@@ -90,14 +147,35 @@ def read_dicom(path: str) -> np.ndarray:
         raise DicomError(f"{path}: unreadable DICOM ({err})") from None
     if "PixelData" not in ds:
         raise DicomError(f"{path}: DICOM file has no pixel data")
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "") if meta is not None else "")
+    if syntax:
+        reason = dicom_codecs.undecodable_reason(syntax)
+        if reason is not None:
+            raise UndecodableDicomError(path, reason=reason, transfer_syntax=syntax)
     try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    try:
+        if frames > 1:
+            ds.pixel_array_options(index=0)  # decodes the first frame only
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for bad or unsupported pixel data
-        raise DicomError(f"{path}: cannot decode DICOM pixel data ({err})") from None
+        what = f"{dicom_codecs.describe(syntax)} " if syntax else ""
+        raise DicomError(
+            f"{path}: cannot decode {what}DICOM pixel data ({_one_line(err)})"
+        ) from None
     samples = int(ds.get("SamplesPerPixel", 1))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        arr = arr[0]
+    return DicomImage(
+        pixels=_display_pixels(arr, ds, samples=samples, path=path),
+        transfer_syntax=syntax,
+        frames=frames,
+    )
+
+
+def _display_pixels(arr: np.ndarray, ds: pydicom.Dataset, *, samples: int, path: str) -> np.ndarray:
+    """Decoded pixels [H, W] or [H, W, 3] -> display-ready uint8/uint16 [H, W, 1 or 3]."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     bits = int(ds.get("BitsStored", 8))
     if samples == 3:

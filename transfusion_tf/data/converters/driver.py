@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -136,6 +137,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
     )
     skipped = list(source.skipped)
     encodings: collections.Counter[str] = collections.Counter()
+    dicom_counts = DicomCounts()
     stats = {}
     with (
         _image_results(image_tasks, workers=workers) as results,
@@ -167,6 +169,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
             for result in results:
                 split, record = ordered[result.index]
                 progress.update(1)
+                dicom_counts.add(result)
                 if result.error is not None:
                     skipped.append(
                         {"path": record.path or record.example_id, "reason": result.error}
@@ -211,8 +214,45 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         image_encoding=encoding,
         split_stats=stats,
         skipped=skipped,
-        extra={"conversion": _conversion_record(source, options)},
+        extra={"conversion": _conversion_record(source, options), **dicom_counts.to_info()},
     )
+
+
+@dataclasses.dataclass
+class DicomCounts:
+    """What the DICOM inputs of a conversion were: decoded and undecodable files per transfer
+    syntax (by name), and multi-frame files (of which the first frame was kept)."""
+
+    decoded: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    undecodable: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    multi_frame: int = 0
+
+    def add(self, result: imageio.EncodedImage) -> None:
+        if not result.dicom_syntax:
+            return
+        from transfusion_tf.data.converters import dicom_codecs
+
+        name = dicom_codecs.describe(result.dicom_syntax)
+        if result.error is not None:
+            self.undecodable[name] += 1
+            return
+        self.decoded[name] += 1
+        self.multi_frame += int(result.frames > 1)
+
+    def to_info(self) -> dict[str, Any]:
+        """{"dicom": {...}} for dataset_info.json, or {} when no input was DICOM."""
+        if not (self.decoded or self.undecodable):
+            return {}
+        from transfusion_tf.data.converters import dicom
+
+        return {
+            "dicom": {
+                "decoded": dict(sorted(self.decoded.items())),
+                "undecodable": dict(sorted(self.undecodable.items())),
+                "multi_frame": self.multi_frame,
+                "frame_policy": dicom.FRAME_POLICY,
+            }
+        }
 
 
 def _conversion_record(source: base.Source, options: base.ConvertOptions) -> dict[str, Any]:
@@ -246,6 +286,18 @@ def format_summary(info: dict[str, Any], *, max_skipped: int = 8) -> str:
                 f"{split_info['positives'].get(task, 0)}/{split_info['labelled'].get(task, 0)}"
             )
         lines.append(f"  {task}".ljust(width) + "".join(c.rjust(16) for c in cells))
+    dicom_info = info.get("dicom")
+    if dicom_info:
+        decoded = sum(dicom_info["decoded"].values())
+        undecodable = sum(dicom_info["undecodable"].values())
+        lines.append(
+            f"DICOM: {decoded} decoded, {undecodable} skipped as undecodable, "
+            f"{dicom_info['multi_frame']} multi-frame ({dicom_info['frame_policy']} frame kept)"
+        )
+        for name, count in dicom_info["decoded"].items():
+            lines.append(f"  {count} x {name}")
+        for name, count in dicom_info["undecodable"].items():
+            lines.append(f"  {count} x {name}: not decoded")
     skipped = info.get("skipped", [])
     lines.append(f"skipped inputs: {len(skipped)}")
     reasons = collections.Counter(s["reason"].split(":")[0] for s in skipped)

@@ -35,7 +35,11 @@ class ImageTask:
 
 @dataclasses.dataclass(frozen=True)
 class EncodedImage:
-    """The result for one task: encoded bytes and shape, or `error` (why it was skipped)."""
+    """The result for one task: encoded bytes and shape, or `error` (why it was skipped).
+
+    A DICOM source also reports its `dicom_syntax` (transfer syntax UID; set on a skip for an
+    undecodable syntax too) and `frames` (its NumberOfFrames; the first frame is kept).
+    """
 
     index: int
     data: bytes = b""
@@ -44,6 +48,8 @@ class EncodedImage:
     channels: int = 0
     encoding: str = ""
     error: str | None = None
+    dicom_syntax: str = ""
+    frames: int = 0
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -115,6 +121,7 @@ def process_image(task: ImageTask) -> EncodedImage:
 
 
 def _process(task: ImageTask) -> EncodedImage:
+    dicom_info = ("", 0)
     if task.array is not None:
         arr = np.asarray(task.array)
         if arr.ndim == 2:
@@ -132,9 +139,16 @@ def _process(task: ImageTask) -> EncodedImage:
 
             raw, fmt = None, "DICOM"
             try:
-                arr = dicom.read_dicom(path)
+                read = dicom.read_dicom_image(path)
+            except dicom.UndecodableDicomError as err:
+                return EncodedImage(
+                    index=task.index,
+                    error=f"undecodable DICOM {err.reason}",
+                    dicom_syntax=err.transfer_syntax,
+                )
             except dicom.DicomError as err:
                 return EncodedImage(index=task.index, error=f"unreadable DICOM: {err}")
+            arr, dicom_info = read.pixels, (read.transfer_syntax, read.frames)
         else:
             with open(path, "rb") as f:
                 raw = f.read()
@@ -173,4 +187,6 @@ def _process(task: ImageTask) -> EncodedImage:
         width=int(arr.shape[1]),
         channels=int(arr.shape[2]),
         encoding=encoding,
+        dicom_syntax=dicom_info[0],
+        frames=dicom_info[1],
     )
