@@ -72,19 +72,25 @@ def test_parse_label_unknown_value_names_the_place(cell):
 
 def test_read_csv_checks_columns_and_skips_blank_lines(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text("\ufeffpath,Edema\nx.png,1\n\n y.png ,0\nz.png\n", encoding="utf-8")
+    path.write_text("\ufeffpath,Edema\nx.png,1\n\n y.png ,0\nz.png,\n", encoding="utf-8")
     table = base.read_csv(str(path), required=["path", "Edema"])
     assert table.columns == ["path", "Edema"]
     assert [line for line, _ in table.rows] == [2, 4, 5]
     assert table.rows[1][1]["Edema"] == "0"
-    assert table.rows[2][1] == {"path": "z.png", "Edema": ""}  # short row: blank cells
+    assert table.rows[2][1] == {"path": "z.png", "Edema": ""}  # an empty cell is blank
     with pytest.raises(base.ConversionError, match=r"a\.csv: missing required column.*'level'"):
         base.read_csv(str(path), required=["level"])
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("", "empty"), ("a,b\n1,2,3\n", "row has 3 cells"), (b"\xff\xfe\x00bad", "UTF-8")],
+    [
+        ("", "empty"),
+        ("a,b\n1,2,3\n", r":2: row has 3 cells but the header has 2"),
+        # Too few cells (a label left out) is an error, never a blank (negative) label.
+        ("path,patient_id,y\nimg/1.png,p1,1\nimg/9.png,p4\n", r":3: row has 2 cells but the "),
+        (b"\xff\xfe\x00bad", "UTF-8"),
+    ],
 )
 def test_read_csv_malformed(tmp_path, content, message):
     path = tmp_path / "bad.csv"

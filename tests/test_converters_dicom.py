@@ -236,6 +236,11 @@ def test_csv_manifest_options_and_bad_input(folder_raw, tmp_path):
         (["path,a", "imgs/" + rel[0] + ",7"], r"manifest\.csv:2: column 'a'.*'7'"),
         (["path,a,split", "imgs/" + rel[0] + ",1,dev"], r"manifest\.csv:2: unknown split 'dev'"),
         (["path"] + ["imgs/" + r for r in rel], "no label columns"),
+        # A row that lost its label cell is an error, never read as a blank (negative) label.
+        (
+            ["path,patient_id,a", f"imgs/{rel[0]},p1,1", f"imgs/{rel[1]},p4"],
+            r"manifest\.csv:3: row has 2 cells but the header has 3 \(path, patient_id, a\)",
+        ),
     ]
     for lines, message in bad:
         with pytest.raises(base.ConversionError, match=message):

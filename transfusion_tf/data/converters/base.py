@@ -198,7 +198,11 @@ class CsvTable:
 
 
 def read_csv(path: str, *, required: Iterable[str] = ()) -> CsvTable:
-    """Reads a CSV with a header row; a missing file or required column is a ConversionError."""
+    """Reads a CSV with a header row; a missing file or required column is a ConversionError.
+
+    Blank lines are left out; every other row must have exactly as many cells as the header
+    (a ConversionError naming the file and line otherwise).
+    """
     if not os.path.isfile(path):
         raise ConversionError(f"{path}: CSV file not found")
     try:
@@ -212,13 +216,15 @@ def read_csv(path: str, *, required: Iterable[str] = ()) -> CsvTable:
             for row in reader:
                 if not any(cell.strip() for cell in row):
                     continue
-                if len(row) > len(columns):
+                if len(row) != len(columns):
+                    # A short row is not read as blank cells: a blank label is a negative, so
+                    # a dropped cell would silently become a negative label.
                     raise ConversionError(
                         f"{path}:{reader.line_num}: row has {len(row)} cells but the header "
-                        f"has {len(columns)}"
+                        f"has {len(columns)} ({', '.join(columns)}); write an unknown value "
+                        "as an empty cell between commas"
                     )
-                # A short row (trailing cells left out) reads its missing cells as blank.
-                cells = {c: (row[i] if i < len(row) else "") for i, c in enumerate(columns)}
+                cells = dict(zip(columns, row, strict=True))
                 rows.append((reader.line_num, cells))
     except UnicodeDecodeError as err:
         raise ConversionError(f"{path}: not a UTF-8 text CSV ({err})") from None
