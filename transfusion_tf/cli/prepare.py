@@ -12,14 +12,19 @@ Examples:
 
 Ends with a one-screen summary (examples per split, positives per task, skipped inputs and
 why); exits non-zero with a one-line message naming the file for bad input, and for any
-skipped input under --strict.
+skipped input under --strict. The dataset is written into a staging folder and published when
+complete: an old dataset in --output_dir stays loadable until then (also with --overwrite),
+and a conversion stopped by Ctrl-C or SIGTERM ends its workers and leaves the folder as it was.
 """
 
 from __future__ import annotations
 
+import signal
+
 from absl import app, flags
 
 from transfusion_tf.cli import common
+from transfusion_tf.data import atomic
 from transfusion_tf.data.converters import base, registry
 
 FLAGS = flags.FLAGS
@@ -114,10 +119,19 @@ def main(argv: list[str]) -> None:
             output_dir=FLAGS.output_dir,
             options=options,
         )
-    except FileExistsError as err:
-        common.fail(f"{err} (use --overwrite)")
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except atomic.DatasetExistsError as err:
+        common.fail(f"{err}; rerun with --overwrite to replace it")
+    except NotADirectoryError as err:
+        common.fail(f"--output_dir: {err}")
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         common.fail(str(err))
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        common.fail(
+            f"stopped by {signal.Signals(signum).name} before the new dataset was complete; "
+            f"{FLAGS.output_dir} is as it was (workers and temporary files removed)",
+            exit_code=128 + int(signum),
+        )
     print(f"dataset written to {FLAGS.output_dir}")
     print(registry.format_summary(info))
 

@@ -27,16 +27,17 @@ splits them by patient and writes PNG shards plus dataset_info.json through `wri
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
 import multiprocessing
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from transfusion_tf.data import atomic
 from transfusion_tf.data.converters.chexpert import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
 from transfusion_tf.data.converters.chexpert import OBSERVATIONS as CHEXPERT_OBSERVATIONS
 from transfusion_tf.data.encode import encode_png
@@ -671,9 +672,6 @@ def write_synthetic_dataset(
     `uncertain_policy` for -1.0 values and blank = negative). `workers` > 1 renders in a
     spawn-based process pool; the output is identical for any worker count.
     """
-    # Imported here so worker processes, which import this module, never load TensorFlow.
-    from transfusion_tf.data import writer as writer_lib
-
     tasks = tuple(tasks) if tasks else default_tasks(kind)
     if num_examples < 1:
         raise ValueError(f"num_examples must be >= 1, got {num_examples}")
@@ -691,34 +689,89 @@ def write_synthetic_dataset(
         test_fraction=test_fraction,
     )
     jobs = [(kind, i, seed, image_size, tasks, uncertain_policy) for i in range(num_examples)]
+    # Written into a staging folder and published when complete (see atomic.py): an old
+    # dataset in output_dir stays loadable until then; SIGTERM/SIGINT stop the pool.
+    with (
+        atomic.interruptible(),
+        atomic.staged_dataset(output_dir, overwrite=overwrite) as stage,
+    ):
+        writers = _render_into(
+            stage,
+            kind=kind,
+            jobs=jobs,
+            tasks=tasks,
+            workers=workers,
+            num_shards=num_shards,
+            assignment=assignment,
+        )
+        return _finalize(
+            stage,
+            writers=writers,
+            kind=kind,
+            tasks=tasks,
+            seed=seed,
+            image_size=image_size,
+            uncertain_policy=uncertain_policy,
+        )
+
+
+def _render_into(
+    stage: str,
+    *,
+    kind: str,
+    jobs: list[tuple],
+    tasks: tuple[str, ...],
+    workers: int,
+    num_shards: int,
+    assignment: Mapping[str, str],
+) -> dict[str, Any]:
+    """Renders `jobs` (on `workers` spawned processes when > 1) into split shards in `stage`."""
+    # Imported here so worker processes, which import this module, never load TensorFlow.
+    from transfusion_tf.data import writer as writer_lib
+
     splits = ("train", "valid", "test")
     with contextlib.ExitStack() as stack:
         writers = {
             split: stack.enter_context(
-                writer_lib.ShardedWriter(
-                    output_dir, split, tasks=tasks, num_shards=num_shards, overwrite=overwrite
-                )
+                writer_lib.ShardedWriter(stage, split, tasks=tasks, num_shards=num_shards)
             )
             for split in splits
         }
         if workers > 1:
+            # Leaving the block terminates the pool; workers also end if this process dies.
             pool = stack.enter_context(
-                concurrent.futures.ProcessPoolExecutor(
-                    max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+                multiprocessing.get_context("spawn").Pool(
+                    processes=workers, initializer=atomic.worker_init, initargs=(os.getpid(),)
                 )
             )
-            results = pool.map(
-                _render, jobs, chunksize=max(1, min(32, num_examples // (4 * workers)))
+            results = pool.imap(
+                _render, jobs, chunksize=max(1, min(32, len(jobs) // (4 * workers)))
             )
         else:
             results = map(_render, jobs)
         for i, example in enumerate(results):
             writers[assignment[patient_of(kind, i)]].write(**example)
+    return writers
+
+
+def _finalize(
+    stage: str,
+    *,
+    writers: Mapping[str, Any],
+    kind: str,
+    tasks: tuple[str, ...],
+    seed: int,
+    image_size: int,
+    uncertain_policy: str,
+) -> dict[str, Any]:
+    from transfusion_tf.data import writer as writer_lib
+
+    splits = tuple(writers)
     label_policy: Any = "exact"
     if kind == "cxr":
         label_policy = {"uncertain": uncertain_policy, "blank": "zeros"}
     return writer_lib.finalize_dataset(
-        output_dir,
+        stage,
         tasks=tasks,
         source_format=f"synthetic_{kind}",
         label_policy=label_policy,

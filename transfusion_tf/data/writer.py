@@ -123,7 +123,7 @@ class ShardedWriter:
         if existing and not self.overwrite:
             raise FileExistsError(
                 f"{self.output_dir} already holds shards of split {self.split!r} "
-                f"({os.path.basename(existing[0])}, ...); pass overwrite to replace them"
+                f"({os.path.basename(existing[0])}, ...); overwrite=True replaces them"
             )
         info_path = os.path.join(self.output_dir, info_lib.DATASET_INFO_FILE)
         if os.path.exists(info_path):

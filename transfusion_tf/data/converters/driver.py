@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from transfusion_tf.data import info as info_lib
+from transfusion_tf.data import atomic
 from transfusion_tf.data.converters import base, imageio
 
 EXAMPLES_PER_SHARD = 1000
@@ -79,7 +79,11 @@ def _image_results(
         method = "fork"
     context = multiprocessing.get_context(method)
     chunksize = max(1, min(32, len(tasks) // (workers * 8)))
-    with context.Pool(processes=workers) as pool:
+    # Leaving the block for any reason (an error, Ctrl-C, SIGTERM) terminates the pool; the
+    # workers end themselves if this process dies without that (atomic.worker_init).
+    with context.Pool(
+        processes=workers, initializer=atomic.worker_init, initargs=(os.getpid(),)
+    ) as pool:
         yield pool.imap(imageio.process_image, tasks, chunksize=chunksize)
 
 
@@ -87,16 +91,15 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
     """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
 
     Raises ConversionError for an empty input, an empty split, patients shared by two source
-    splits, or (under `options.strict`) any skipped input; FileExistsError when `output_dir`
-    already holds shards and `options.overwrite` is not set (checked before any work).
+    splits, or (under `options.strict`) any skipped input; atomic.DatasetExistsError when
+    `output_dir` already holds a dataset and `options.overwrite` is not set, and
+    NotADirectoryError when it is a file (both checked before any work).
+
+    The dataset is written into a staging folder and published when complete
+    (`atomic.staged_dataset`): an old dataset in `output_dir` stays loadable until then, and a
+    failed or interrupted conversion (SIGINT, SIGTERM) leaves it as it was.
     """
-    if not options.overwrite:
-        existing = [p for split in base.SPLITS for p in info_lib.list_shards(output_dir, split)]
-        if existing:
-            raise FileExistsError(
-                f"{output_dir} already holds a dataset ({os.path.basename(existing[0])}, ...); "
-                "pass overwrite to replace it"
-            )
+    atomic.check_output_dir(output_dir, overwrite=options.overwrite)
     records = _drop_duplicates(source)
     if not records:
         detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
@@ -135,6 +138,36 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         source.source_format,
         workers,
     )
+    with (
+        atomic.interruptible(),
+        atomic.staged_dataset(output_dir, overwrite=options.overwrite) as stage,
+    ):
+        return _write_staged(
+            source,
+            options=options,
+            stage=stage,
+            output_dir=output_dir,
+            expected=expected,
+            by_split=by_split,
+            ordered=ordered,
+            image_tasks=image_tasks,
+            workers=workers,
+        )
+
+
+def _write_staged(
+    source: base.Source,
+    *,
+    options: base.ConvertOptions,
+    stage: str,
+    output_dir: str,
+    expected: list[str],
+    by_split: dict[str, list[base.SourceRecord]],
+    ordered: list[tuple[str, base.SourceRecord]],
+    image_tasks: list[imageio.ImageTask],
+    workers: int,
+) -> dict:
+    """Processes the images and writes the whole dataset into the staging folder `stage`."""
     skipped = list(source.skipped)
     encodings: collections.Counter[str] = collections.Counter()
     dicom_counts = DicomCounts()
@@ -150,11 +183,10 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         writers = {
             split: stack.enter_context(
                 writer_lib.ShardedWriter(
-                    output_dir,
+                    stage,
                     split,
                     tasks=source.tasks,
                     num_shards=shards_for(len(by_split[split]), options.num_shards),
-                    overwrite=options.overwrite,
                 )
             )
             for split in expected
@@ -207,7 +239,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
     from transfusion_tf.data import writer as writer_lib
 
     return writer_lib.finalize_dataset(
-        output_dir,
+        stage,
         tasks=source.tasks,
         source_format=source.source_format,
         label_policy=source.label_policy,
