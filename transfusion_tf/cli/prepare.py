@@ -9,6 +9,7 @@ Examples:
       --path_column=file --label_columns=nodule,mass --patient_column=subject
   transfusion-prepare --format=synthetic --synthetic_kind=fundus --num_examples=2000 \
       --output_dir=datasets/synthetic_fundus
+  transfusion-prepare --verify=datasets/chexpert   # re-read a dataset: counts, CRC, images
 
 Ends with a one-screen summary (examples per split, positives per task, skipped inputs and
 why); exits non-zero with a one-line message naming the file for bad input, and for any
@@ -79,7 +80,13 @@ flags.DEFINE_list("label_columns", None, "csv: label columns (default: every oth
 flags.DEFINE_string(
     "patient_column", None, "csv: patient id column (default: patient_id when present)."
 )
-flags.mark_flags_as_required(["format", "output_dir"])
+flags.DEFINE_string(
+    "verify",
+    None,
+    "Instead of converting: re-read the prepared dataset in this folder and report, per shard, "
+    "its records, CRC failures and undecodable images, and per split the examples read against "
+    "dataset_info.json (exit status 1 when anything is wrong).",
+)
 
 
 def _options() -> base.ConvertOptions:
@@ -105,9 +112,28 @@ def _options() -> base.ConvertOptions:
     )
 
 
+def _verify(dataset_dir: str) -> None:
+    """`--verify`: re-reads a dataset, prints the report, exits 1 when it has problems."""
+    from transfusion_tf.data import verify
+
+    try:
+        report = verify.verify_dataset(dataset_dir)
+    except (ValueError, FileNotFoundError) as err:
+        common.fail(str(err))
+    print(verify.format_report(report))
+    if not report.ok:
+        common.fail(f"{dataset_dir}: {len(report.problems)} problem(s) found (listed above)")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.verify:
+        _verify(FLAGS.verify)
+        return
+    missing = [f"--{name}" for name in ("format", "output_dir") if not getattr(FLAGS, name)]
+    if missing:
+        raise app.UsageError(f"{' and '.join(missing)} required (or --verify=DATASET_DIR)")
     with common.usage_errors():
         options = _options()
         if FLAGS.format != "synthetic" and not FLAGS.input:
