@@ -28,7 +28,16 @@ flags.DEFINE_integer("channels", 3, "Model input channels (1 or 3).")
 flags.DEFINE_enum(
     "augment", "default", list(augment.AUGMENT_POLICIES), "Train-time augmentation policy."
 )
-flags.DEFINE_integer("train_examples", None, "Train on a seeded subset of N examples.")
+flags.DEFINE_integer(
+    "train_examples", None, "Train on a subset of N examples, drawn by --subset_seed."
+)
+flags.DEFINE_integer(
+    "subset_seed",
+    config.DataConfig.subset_seed,
+    "Seed that alone draws the --train_examples subset: not --seed, nor the resume step, so "
+    "every seed, init and resumption trains on the same images by default. Set it per seed "
+    "for a different subset per seed.",
+)
 flags.DEFINE_bool("balanced", False, "Class-balanced sampling of the first task.")
 flags.DEFINE_bool("cache", False, "Cache decoded examples in memory.")
 flags.DEFINE_integer("shuffle_buffer", 2048, "Shuffle buffer size (examples).")
@@ -111,6 +120,7 @@ def config_from_flags() -> config.RunConfig:
             batch_size=FLAGS.batch_size,
             augment=FLAGS.augment,
             train_examples=FLAGS.train_examples,
+            subset_seed=FLAGS.subset_seed,
             balanced=FLAGS.balanced,
             cache=FLAGS.cache,
             shuffle_buffer=FLAGS.shuffle_buffer,

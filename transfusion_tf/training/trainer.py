@@ -1,7 +1,8 @@
 """`train_and_evaluate(config)`: one run of the study, from init to results (SPEC T1-T4, T7).
 
 A workdir holds `config.json`, `init_report.json`, `weights/{init,final,best}.weights.h5`,
-`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl` and `results.json`.
+`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl` and `results.json`
+(and `train_subset.txt` with `--train_examples`).
 The same command on the same workdir resumes from the last backup (or reports a finished run);
 a workdir holding a different configuration is refused.
 
@@ -12,8 +13,11 @@ call, counting input waits, evals, backups and logging), train_loop_examples_per
 the training loop only), wall_seconds, versions, seed, source_sha256, model, init, tasks,
 train_steps, dataset_dir, strategy, num_replicas, precision, resumed.
 
-Resume reseeds the training input with `seed + step`, so a resumed run reaches the same step
-count but does not replay exactly the batches the killed run would have seen. Under
+Resume reseeds the training order with `seed + step`, so a resumed run reaches the same step
+count but does not replay exactly the batches the killed run would have seen; the images it
+trains on are the same: the `--train_examples` subset is drawn by `data.subset_seed` alone,
+and its ids are written to `train_subset.txt` (one per line, sorted; `train_subset_sha256` in
+`results.json` is the SHA-256 of that file, null without a subset). Under
 multi-worker training every worker evaluates the whole validation split with its own copy of
 the weights; the chief's numbers are the ones recorded.
 """
@@ -21,6 +25,7 @@ the weights; the chief's numbers are the ones recorded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -49,6 +54,7 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "eval_history.jsonl"
 INIT_REPORT_FILE = "init_report.json"
+TRAIN_SUBSET_FILE = "train_subset.txt"
 INIT_WEIGHTS = os.path.join("weights", "init.weights.h5")
 FINAL_WEIGHTS = os.path.join("weights", "final.weights.h5")
 BEST_WEIGHTS = os.path.join("weights", "best.weights.h5")
@@ -116,6 +122,8 @@ def validate_config(cfg: config_lib.RunConfig) -> None:
     ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1; got {value}")
+    if cfg.data.subset_seed < 0:
+        raise ValueError(f"--subset_seed must be >= 0; got {cfg.data.subset_seed}")
     if cfg.data.channels not in (1, 3):
         raise ValueError(f"--channels must be 1 or 3; got {cfg.data.channels}")
     if cfg.train.weight_decay < 0:
@@ -306,6 +314,7 @@ class _Run:
                 augment=data.augment,
                 defer_augment=self.defer_augment,
                 train_examples=data.train_examples,
+                subset_seed=data.subset_seed,
                 balanced=data.balanced,
                 cache=data.cache,
                 deterministic=data.deterministic,
@@ -313,6 +322,7 @@ class _Run:
                 input_context=input_context,
             )
 
+        self.train_subset_sha256 = self.record_train_subset(start_step)
         train = self.strategy.distribute_datasets_from_function(train_fn)
         valid = pipeline.build_dataset(
             dataset_dir=data.dataset_dir,
@@ -328,6 +338,35 @@ class _Run:
             deterministic=True,
         )
         return train, valid
+
+    def record_train_subset(self, start_step: int) -> str | None:
+        """Writes the `--train_examples` subset's ids (chief); returns their SHA-256.
+
+        A resumed run must draw the ids it started with: a different subset (the dataset was
+        rewritten under the run) is an error, not a silent change of the experiment.
+        """
+        from transfusion_tf.data import pipeline
+
+        data = self.cfg.data
+        if data.train_examples is None:
+            return None
+        ids = pipeline.train_subset_ids(
+            data.dataset_dir, num_examples=data.train_examples, subset_seed=data.subset_seed
+        )
+        text = "".join(i.decode("utf-8") + "\n" for i in ids)
+        path = self.path(TRAIN_SUBSET_FILE)
+        if start_step > 0 and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                if f.read() != text:
+                    raise ValueError(
+                        f"--train_examples={data.train_examples} --subset_seed="
+                        f"{data.subset_seed} now draws other examples of {data.dataset_dir} "
+                        f"than {path} lists for this run (was the dataset rewritten?); "
+                        "use a new --workdir"
+                    )
+        if self.chief:
+            ckpt_lib.write_text_atomic(path, text)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
@@ -546,6 +585,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "num_replicas": run.strategy.num_replicas_in_sync,
         "precision": tc.precision,
         "resumed": bool(resumed),
+        "train_subset_sha256": run.train_subset_sha256,
     }
     if run.chief:
         ckpt_lib.write_text_atomic(
