@@ -212,6 +212,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         split_stats=stats,
         skipped=skipped,
         extra={"conversion": _conversion_record(source, options)},
+        single_label=source.single_label,
     )
 
 
