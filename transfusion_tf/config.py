@@ -125,6 +125,7 @@ class TrainConfig(ConfigBase):
     strategy: str = "auto"
     precision: str = "float32"
     class_weights: tuple[float, ...] | None = None
+    loss: str = "auto"  # "auto" | "sigmoid" | "softmax"; config.json holds the resolved one
     deterministic: bool = False
     seed: int = 0
 

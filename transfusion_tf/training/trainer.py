@@ -11,7 +11,12 @@ best_auc_mean, best_step, steps_to_threshold {"0.91": first eval step with mean 
 null}, examples_per_second (steady state: images per wall second after the first, tracing, loop
 call, counting input waits, evals, backups and logging), train_loop_examples_per_second (inside
 the training loop only), wall_seconds, versions, seed, source_sha256, model, init, tasks,
-train_steps, dataset_dir, strategy, num_replicas, precision, resumed.
+train_steps, dataset_dir, strategy, num_replicas, precision, resumed, train_subset_sha256,
+loss_function (the resolved `--loss`: "sigmoid" or "softmax"), final_top1_accuracy and
+final_top5_accuracy (softmax runs; null otherwise, and top-5 null up to 5 classes). Eval
+records hold the loss of the training loss function over the validation split, and for
+softmax runs top1_accuracy / top5_accuracy; per-task AUCs of a softmax run are one-vs-rest
+AUCs of the softmax probabilities.
 
 Resume reseeds the training order with `seed + step`, so a resumed run reaches the same step
 count but does not replay exactly the batches the killed run would have seen; the images it
@@ -45,6 +50,7 @@ from transfusion_tf import config as config_lib
 from transfusion_tf.data import pipeline as pipeline_lib
 from transfusion_tf.training import checkpoint as ckpt_lib
 from transfusion_tf.training import loop as loop_lib
+from transfusion_tf.training import losses as losses_lib
 from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import optim
 from transfusion_tf.training import strategy as strategy_lib
@@ -136,6 +142,33 @@ def validate_config(cfg: config_lib.RunConfig) -> None:
             f"--class_weights has {len(cfg.train.class_weights)} values but the dataset has "
             f"{cfg.model.num_tasks} tasks"
         )
+    resolve_config(cfg)
+
+
+def resolve_config(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
+    """`cfg` with `train.loss` resolved: "auto" becomes the loss the dataset calls for.
+
+    A single-label dataset (`dataset_info.json` "single_label": true) trains with "softmax",
+    any other with "sigmoid"; ValueError names --loss for a bad name or softmax on multi-label.
+    """
+    from transfusion_tf.data import info as info_lib
+
+    info = info_lib.load_dataset_info(cfg.data.dataset_dir)
+    loss = losses_lib.resolve_loss(
+        cfg.train.loss,
+        single_label=info_lib.is_single_label(info),
+        dataset=f"--dataset_dir={cfg.data.dataset_dir}",
+    )
+    return cfg.replace(train=cfg.train.replace(loss=loss))
+
+
+def _parse_stored_config(text: str) -> config_lib.RunConfig:
+    """A workdir's `config.json`. It holds the resolved loss; one without (from before the
+    loss was recorded, read as "auto") trained with per-task sigmoids."""
+    cfg = config_lib.RunConfig.from_json(text)
+    if cfg.train.loss == "auto":
+        cfg = cfg.replace(train=cfg.train.replace(loss="sigmoid"))
+    return cfg
 
 
 @contextlib.contextmanager
@@ -181,7 +214,7 @@ def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
         return None
     try:
         with open(config_path, encoding="utf-8") as f:
-            existing = config_lib.RunConfig.from_json(f.read())
+            existing = _parse_stored_config(f.read())
     except (ValueError, TypeError) as err:
         raise WorkdirConflictError(f"{config_path} is not a run configuration: {err}") from None
     if existing != cfg:
@@ -200,14 +233,6 @@ def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
     if os.path.exists(results_path):
         return _read_json(results_path)
     return None
-
-
-def _eval_loss(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> float:
-    """Masked BCE of probabilities with the training loss' normalisation (sum / (N * T))."""
-    p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
-    y = (labels > 0.5).astype(np.float64)
-    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return float(np.sum(bce * (mask > 0)) / max(labels.size, 1))
 
 
 class _Run:
@@ -370,19 +395,30 @@ class _Run:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
-        out = loop_lib.predict_dataset(self.predict, valid)
-        report = metrics_lib.auc_report(
-            labels=out["labels"], scores=out["scores"], mask=out["mask"], tasks=self.tasks
-        )
-        return {
+        """One eval record; its loss is the training loss function over the whole split."""
+        loss = self.cfg.train.loss
+        out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
+        labels, logits, mask = out["labels"], out["scores"], out["mask"]
+        scores = losses_lib.probabilities(logits, loss=loss).numpy()
+        report = metrics_lib.auc_report(labels=labels, scores=scores, mask=mask, tasks=self.tasks)
+        record = {
             "step": int(step),
             "auc": report["auc"],
             "auc_mean": report["auc_mean"],
             "auprc": report["auprc"],
             "auprc_mean": report["auprc_mean"],
-            "loss": _eval_loss(out["labels"], out["scores"], out["mask"]),
-            "num_examples": int(out["labels"].shape[0]),
+            "loss": losses_lib.mean_loss(
+                loss,
+                labels=labels,
+                logits=logits,
+                mask=mask,
+                class_weights=self.cfg.train.class_weights,
+            ),
+            "num_examples": int(labels.shape[0]),
         }
+        if loss == "softmax":
+            record.update(metrics_lib.accuracy_report(labels=labels, scores=scores, mask=mask))
+        return record
 
 
 def _hparams(cfg: config_lib.RunConfig) -> dict[str, Any]:
@@ -410,6 +446,7 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
       WorkdirConflictError for a workdir of another run, loop.NonFiniteLossError on NaN loss.
     """
     validate_config(cfg)
+    cfg = resolve_config(cfg)
     finished = _check_workdir(cfg)
     if finished is not None:
         logging.info(
@@ -470,6 +507,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         model=run.model,
         optimizer=run.optimizer,
         global_batch_size=cfg.data.batch_size,
+        loss=tc.loss,
         class_weights=tc.class_weights,
         prepare_batch=pipeline_lib.deferred_augment(
             image_size=cfg.data.image_size,
@@ -479,7 +517,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         if run.defer_augment
         else None,
     )
-    run.predict = loop_lib.make_predict_fn(run.model)
+    run.predict = loop_lib.make_logits_fn(run.model)
     conv1 = run.conv1_layers
 
     # Steady state starts after the first loop call (which traces the tf.function); it counts
@@ -586,6 +624,9 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "precision": tc.precision,
         "resumed": bool(resumed),
         "train_subset_sha256": run.train_subset_sha256,
+        "loss_function": tc.loss,
+        "final_top1_accuracy": final.get("top1_accuracy"),
+        "final_top5_accuracy": final.get("top5_accuracy"),
     }
     if run.chief:
         ckpt_lib.write_text_atomic(
@@ -605,7 +646,7 @@ def load_run_config(workdir: str) -> config_lib.RunConfig:
         raise FileNotFoundError(f"{path} not found: {workdir} is not a transfusion-train workdir")
     try:
         with open(path, encoding="utf-8") as f:
-            return config_lib.RunConfig.from_json(f.read())
+            return _parse_stored_config(f.read())
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path} is not a valid run configuration: {err}") from None
 
