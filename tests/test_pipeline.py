@@ -80,7 +80,9 @@ def test_train_examples_subset_is_seeded_and_shard_independent(fundus_dir, tmp_p
     )
     subsets = []
     for directory in (fundus_dir, other):
-        ds = _build(directory, training=True, train_examples=10, batch_size=5, subset_seed=4)
+        ds = _build(
+            directory, training=True, repeat=False, train_examples=10, batch_size=5, subset_seed=4
+        )
         subsets.append(set(_ids(ds, 20)))
     assert len(subsets[0]) == 10 and subsets[0] == subsets[1]
     ds = _build(fundus_dir, training=True, train_examples=10, batch_size=5, subset_seed=5)
@@ -93,9 +95,16 @@ def test_subset_seed_alone_draws_the_subset(fundus_dir):
     assert len(want) == 10 and want == sorted(want)
     for seed in (0, 1, 1 + 40):  # two seeds, and seed 1 resumed at step 40
         ds = _build(
-            fundus_dir, training=True, train_examples=10, batch_size=5, seed=seed, subset_seed=2
+            fundus_dir,
+            training=True,
+            repeat=False,  # one pass over the subset: each id exactly once
+            train_examples=10,
+            batch_size=5,
+            seed=seed,
+            subset_seed=2,
         )
-        assert sorted(set(_ids(ds, 20))) == want, seed
+        ids = _ids(ds, 100)
+        assert len(ids) == 10 and sorted(ids) == want, seed
     assert pipeline.train_subset_ids(fundus_dir, num_examples=10, subset_seed=3) != want
 
 
@@ -130,12 +139,13 @@ def test_subset_is_split_between_input_contexts(fundus_dir):
             train_examples=12,
             subset_seed=1,
             seed=3,  # every worker builds with the same seed
-            batch_size=4,
+            repeat=False,  # one pass: each of the pipeline's ids exactly once
+            batch_size=2,  # one example per replica: no partial batch is dropped
             input_context=context,
         )
-        seen.append(set(_ids(ds, 30)))
-    assert not seen[0] & seen[1]
-    assert sorted(seen[0] | seen[1]) == want
+        seen.append(_ids(ds, 100))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == want
 
 
 def test_balanced_sampling_ratio(tmp_path):
