@@ -46,6 +46,11 @@ def test_quick_demo_end_to_end(quick_demo):
             assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
     source = out / "runs" / "quick" / "source_natural_cbr_tiny"
     assert (source / "weights" / "final.weights.h5").exists()
+    # the single-label source task trains with a softmax (--loss=auto), as on ImageNet
+    source_results = json.loads((source / "results.json").read_text())
+    assert source_results["loss_function"] == "softmax"
+    assert source_results["final_top1_accuracy"] is not None
+    assert summary["source_loss_function"] == "softmax"
     stats = json.loads((out / "source_stats.json").read_text())
     assert stats
     # transfer copied the source, meanvar used its statistics file

@@ -88,3 +88,28 @@ def test_steps_to_threshold():
     ]
     got = metrics.steps_to_threshold(history, (0.91, 0.95, 0.99))
     assert got == {"0.91": 30, "0.95": 40, "0.99": None}
+
+
+def test_topk_accuracy_known_answer_ties_and_one_hot_rows():
+    labels = np.eye(7)[[0, 1, 2, 3]]
+    scores = np.array(
+        [
+            [0.9, 0.1, 0, 0, 0, 0, 0],  # class 0 first: top-1 hit
+            [0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.0],  # class 1 second: top-5 hit only
+            [0.6, 0.5, 0.0, 0.4, 0.3, 0.2, 0.1],  # class 2 last: a miss
+            [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2],  # all tied: a hit (as tf.math.in_top_k)
+        ]
+    )
+    mask = np.ones_like(labels)
+    assert metrics.topk_accuracy(labels=labels, scores=scores, mask=mask, k=1) == 0.5
+    assert metrics.topk_accuracy(labels=labels, scores=scores, mask=mask, k=5) == 0.75
+    mask[0, 3] = 0  # example 0 has an unknown label now: left out
+    assert metrics.topk_accuracy(labels=labels, scores=scores, mask=mask, k=1) == pytest.approx(
+        1 / 3
+    )
+    report = metrics.accuracy_report(labels=labels, scores=scores, mask=mask)
+    assert set(report) == {"top1_accuracy", "top5_accuracy"}
+    five = metrics.accuracy_report(labels=labels[:, :5], scores=scores[:, :5], mask=mask[:, :5])
+    assert set(five) == {"top1_accuracy"}  # top-5 of 5 classes is always 1
+    none = metrics.topk_accuracy(labels=np.zeros((2, 3)), scores=np.zeros((2, 3)), mask=None, k=1)
+    assert none is None

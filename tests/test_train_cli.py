@@ -53,6 +53,7 @@ INITS = {
 def batch(tmp_path_factory):
     """Runs every CLI invocation of this module in one subprocess; returns name -> record."""
     data = helpers.tiny_dataset(tmp_path_factory)
+    natural = helpers.tiny_dataset(tmp_path_factory, kind="natural")  # 12 one-hot classes
     root = Path(helpers.shared_root(tmp_path_factory)) / "train_cli"
     src = str(root / "random")
 
@@ -81,6 +82,15 @@ def batch(tmp_path_factory):
         nan=flags("nan", "--learning_rate=1e30", "--optimizer=sgd", "--train_steps=6"),
         det_a=flags("det_a", "--deterministic", "--seed=3"),
         det_b=flags("det_b", "--deterministic", "--seed=3"),
+        softmax=helpers.train_flags(
+            natural, str(root / "softmax"), "--train_steps=8", "--eval_every_steps=4"
+        ),
+        bad_loss=flags("bad_loss", "--loss=hinge"),
+        softmax_multilabel=flags("softmax_multilabel", "--loss=softmax"),
+        subset_s1=flags("subset_s1", "--train_examples=10", "--seed=1"),
+        subset_s2=flags("subset_s2", "--train_examples=10", "--seed=2", "--init=gabor"),
+        subset_other=flags("subset_other", "--train_examples=10", "--seed=1", "--subset_seed=7"),
+        bad_subset_seed=flags("bad_subset_seed", "--train_examples=10", "--subset_seed=-1"),
     )
 
     def build(path):
@@ -94,7 +104,7 @@ def batch(tmp_path_factory):
         records = json.load(f)
     for name, rec in records.items():
         print(name, "seconds (wall, cpu):", rec.get("seconds"))
-    return {"root": root, "data": data, **records}
+    return {"root": root, "data": data, "natural": natural, **records}
 
 
 def _results(batch, name):
@@ -192,6 +202,9 @@ def test_finished_workdir_is_reported_not_retrained(batch):
         ("bad_schedule", "--lr_schedule"),
         ("bad_widths", "--widths"),
         ("bad_source", "none"),
+        ("bad_loss", "--loss"),
+        ("softmax_multilabel", "--loss=softmax needs a single-label dataset"),
+        ("bad_subset_seed", "--subset_seed must be >= 0; got -1"),
     ],
 )
 def test_bad_flags_are_usage_errors_naming_the_flag(batch, name, needle):
@@ -234,3 +247,79 @@ def test_console_entry_point_exits_nonzero_without_traceback(tmp_path):
     assert proc.returncode != 0
     assert "--dataset_dir" in err and "Traceback" not in err
     assert not os.path.exists("w")
+
+
+@pytest.mark.slow
+def test_softmax_source_training_end_to_end(batch):
+    """A single-label dataset trains with a softmax under --loss=auto; top-1/top-5 recorded."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    results = _results(batch, "softmax")
+    workdir = batch["root"] / "softmax"
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["train"]["loss"] == "softmax"  # auto, resolved and recorded
+    assert results["loss_function"] == "softmax" and len(results["tasks"]) == 12
+    history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [4, 8]
+    for record in history:
+        assert 0.0 <= record["top1_accuracy"] <= record["top5_accuracy"] <= 1.0
+        assert np.isfinite(record["loss"]) and 0.0 <= record["auc_mean"] <= 1.0
+    assert results["final_top1_accuracy"] == history[-1]["top1_accuracy"]
+    assert results["final_top5_accuracy"] == history[-1]["top5_accuracy"]
+    acc = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {"eval/top1_accuracy", "eval/top5_accuracy", "eval/loss", "train/loss"} <= tags
+    # The sigmoid runs record their loss and no accuracy.
+    sigmoid = _results(batch, "random")
+    assert sigmoid["loss_function"] == "sigmoid" and sigmoid["final_top1_accuracy"] is None
+
+
+@pytest.mark.slow
+def test_softmax_eval_loss_is_the_training_loss_of_the_final_weights(batch):
+    """eval_history's loss = the softmax training loss of the final weights on the split."""
+    import tensorflow as tf
+
+    from transfusion_tf.data import pipeline
+    from transfusion_tf.training import losses, trainer
+
+    workdir = str(batch["root"] / "softmax")
+    cfg, model = trainer.load_run_model(workdir)
+    assert cfg.train.loss == "softmax"
+    valid = pipeline.build_dataset(
+        dataset_dir=batch["natural"],
+        split="valid",
+        batch_size=64,
+        image_size=cfg.data.image_size,
+        channels=cfg.model.channels,
+        training=False,
+    )
+    (whole,) = list(valid)  # one batch: the whole split
+    logits = model(whole["image"], training=False)
+    want = losses.step_loss(
+        "softmax",
+        labels=whole["labels"],
+        logits=logits,
+        mask=whole["mask"],
+        global_batch_size=int(tf.shape(logits)[0]),
+    )
+    final = trainer.read_history(workdir)[-1]
+    assert final["loss"] == pytest.approx(float(want), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_subset_seed_alone_picks_the_training_images(batch):
+    """Two seeds (and inits) share the subset of one --subset_seed; another draws others."""
+    from transfusion_tf.data import pipeline
+
+    s1, s2, other = (_results(batch, n) for n in ("subset_s1", "subset_s2", "subset_other"))
+    root = batch["root"]
+    ids = {n: (root / n / "train_subset.txt").read_text() for n in ("subset_s1", "subset_s2")}
+    want = pipeline.train_subset_ids(batch["data"], num_examples=10, subset_seed=0)
+    assert ids["subset_s1"] == ids["subset_s2"] == "".join(i.decode() + "\n" for i in want)
+    assert s1["train_subset_sha256"] == s2["train_subset_sha256"] is not None
+    assert other["train_subset_sha256"] != s1["train_subset_sha256"]
+    config = json.loads((root / "subset_other" / "config.json").read_text())
+    assert config["data"]["subset_seed"] == 7 and config["data"]["train_examples"] == 10
+    assert json.loads((root / "subset_s1" / "config.json").read_text())["data"]["subset_seed"] == 0
+    assert _results(batch, "random")["train_subset_sha256"] is None

@@ -71,6 +71,7 @@ class DataConfig(ConfigBase):
     batch_size: int = 32
     augment: str = "default"  # a name of data.augment.AUGMENT_POLICIES
     train_examples: int | None = None
+    subset_seed: int = 0  # draws the train_examples subset; independent of `seed`
     balanced: bool = False
     cache: bool = False
     shuffle_buffer: int = 2048
@@ -124,6 +125,7 @@ class TrainConfig(ConfigBase):
     strategy: str = "auto"
     precision: str = "float32"
     class_weights: tuple[float, ...] | None = None
+    loss: str = "auto"  # "auto" | "sigmoid" | "softmax"; config.json holds the resolved one
     deterministic: bool = False
     seed: int = 0
 

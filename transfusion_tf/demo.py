@@ -4,7 +4,9 @@ Stages, each logged with its duration:
   1. synthetic datasets (SPEC D4): `synthetic_natural`, a many-class texture/shape task that
      stands in for ImageNet here, and `synthetic_fundus` with the referable-DR task;
   2. a small CBR "source" model trained on `synthetic_natural` (our stand-in for ImageNet
-     pretraining) and its per-tensor statistics file (for Mean Var);
+     pretraining; a single-label dataset, so `--loss=auto` trains it with a softmax over its
+     classes, as a model is trained on ImageNet) and its per-tensor statistics file (for
+     Mean Var);
   3. the target runs on `synthetic_fundus`, one per init and seed: random, transfer from the
      source (init=imagenet with the source workdir as --source_weights), meanvar from the
      statistics file, weight transfusion at two cut points, and gabor;
@@ -492,8 +494,11 @@ def run_demo(
                 f"{list(settings.widths)}; {settings.target_steps} {settings.optimizer} steps per "
                 f"run (learning rate {settings.learning_rate}, the same for every init), seeds "
                 f"{list(settings.seeds)}; source model trained {settings.source_steps} steps on "
-                f"`synthetic_natural` ({len(natural_tasks)} classes, final validation mean AUC "
-                f"{_num(source_results['final_auc_mean'])}). {source_quality(source_results)}",
+                f"`synthetic_natural` ({len(natural_tasks)} classes, "
+                f"{source_results.get('loss_function', 'sigmoid')} loss, final validation top-1 "
+                f"accuracy {_num(source_results.get('final_top1_accuracy'))}, mean one-vs-rest "
+                f"AUC {_num(source_results['final_auc_mean'])}). "
+                f"{source_quality(source_results)}",
                 "",
                 "### What this run found",
                 "",
@@ -533,6 +538,8 @@ def run_demo(
         "findings": list(report.findings),
         "test": test_rows,
         "source_final_auc_mean": source_results["final_auc_mean"],
+        "source_loss_function": source_results.get("loss_function"),
+        "source_final_top1_accuracy": source_results.get("final_top1_accuracy"),
         "stage_seconds": timer.seconds,
         "total_seconds": timer.total(),
     }

@@ -15,7 +15,7 @@ from absl import app, flags
 from transfusion_tf import config
 from transfusion_tf.cli import common
 from transfusion_tf.data import augment
-from transfusion_tf.training import optim
+from transfusion_tf.training import losses, optim
 from transfusion_tf.training import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
@@ -28,7 +28,16 @@ flags.DEFINE_integer("channels", 3, "Model input channels (1 or 3).")
 flags.DEFINE_enum(
     "augment", "default", list(augment.AUGMENT_POLICIES), "Train-time augmentation policy."
 )
-flags.DEFINE_integer("train_examples", None, "Train on a seeded subset of N examples.")
+flags.DEFINE_integer(
+    "train_examples", None, "Train on a subset of N examples, drawn by --subset_seed."
+)
+flags.DEFINE_integer(
+    "subset_seed",
+    config.DataConfig.subset_seed,
+    "Seed that alone draws the --train_examples subset: not --seed, nor the resume step, so "
+    "every seed, init and resumption trains on the same images by default. Set it per seed "
+    "for a different subset per seed.",
+)
 flags.DEFINE_bool("balanced", False, "Class-balanced sampling of the first task.")
 flags.DEFINE_bool("cache", False, "Cache decoded examples in memory.")
 flags.DEFINE_integer("shuffle_buffer", 2048, "Shuffle buffer size (examples).")
@@ -69,7 +78,16 @@ flags.DEFINE_integer(
     "checkpoint_every_steps", 100, "Backup for resume every N steps (and at evals)."
 )
 flags.DEFINE_list("auc_thresholds", ["0.91"], "Mean-AUC thresholds for steps_to_threshold.")
-flags.DEFINE_list("class_weights", None, "Per-task loss weights.")
+flags.DEFINE_list("class_weights", None, "Per-task (softmax: per-class) loss weights.")
+flags.DEFINE_enum(
+    "loss",
+    config.TrainConfig.loss,
+    list(losses.LOSSES),
+    "sigmoid: masked binary cross-entropy per task (multi-label); softmax: cross-entropy over "
+    "mutually exclusive classes (single-label datasets only); auto: softmax when the "
+    "dataset_info.json of --dataset_dir says single_label, else sigmoid (older datasets "
+    "without the field: sigmoid).",
+)
 flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_enum("precision", "float32", list(optim.PRECISIONS), "Compute precision.")
 flags.DEFINE_bool("deterministic", False, "Op determinism + deterministic input order.")
@@ -111,6 +129,7 @@ def config_from_flags() -> config.RunConfig:
             batch_size=FLAGS.batch_size,
             augment=FLAGS.augment,
             train_examples=FLAGS.train_examples,
+            subset_seed=FLAGS.subset_seed,
             balanced=FLAGS.balanced,
             cache=FLAGS.cache,
             shuffle_buffer=FLAGS.shuffle_buffer,
@@ -142,6 +161,7 @@ def config_from_flags() -> config.RunConfig:
             strategy=FLAGS.strategy,
             precision=FLAGS.precision,
             class_weights=common.parse_floats("class_weights", FLAGS.class_weights),
+            loss=FLAGS.loss,
             deterministic=FLAGS.deterministic,
             seed=FLAGS.seed,
         ),

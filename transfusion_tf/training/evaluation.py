@@ -1,7 +1,8 @@
 """`transfusion-evaluate` library (SPEC T5): a run or a SavedModel on one split of a dataset.
 
 Writes `<output_dir>/evaluation_<split>.json` (per-task AUROC and AUPRC with seeded bootstrap
-95% CIs, macro means, counts) and `<output_dir>/roc_<split>.png` (ROC curve per task).
+95% CIs, macro means, counts; top-1 / top-5 accuracy for a softmax-trained model) and
+`<output_dir>/roc_<split>.png` (ROC curve per task).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from transfusion_tf.training import trainer
 def _model_source(
     *, workdir: str | None, saved_model: str | None, weights: str
 ) -> tuple[Any, dict[str, Any], list[str] | None]:
-    """(predict fn [B,S,S,C] -> probabilities, preprocessing settings, model task names)."""
+    """(predict fn [B,S,S,C] -> probabilities, preprocessing settings and the loss, model task
+    names)."""
     from transfusion_tf.export import saved_model as export_lib
     from transfusion_tf.models import registry as model_registry
 
@@ -41,13 +43,15 @@ def _model_source(
             "channels": cfg.model.channels,
             "mode": model_registry.default_preprocess_mode(cfg.model.name),
             "num_tasks": cfg.model.num_tasks,
+            "loss": cfg.train.loss,
         }
-        return loop_lib.make_predict_fn(model), prep, tasks
+        return loop_lib.make_predict_fn(model, loss=cfg.train.loss), prep, tasks
     if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
         raise FileNotFoundError(f"--saved_model: no saved_model.pb in {saved_model}")
     tasks = export_lib.load_tasks(saved_model)
     prep = export_lib.load_preprocessing(saved_model)
     prep["num_tasks"] = len(tasks)
+    prep["loss"] = export_lib.load_loss(saved_model)
     fn = tf.saved_model.load(saved_model).signatures[export_lib.SIGNATURE_IMAGES]
 
     def predict(images):
@@ -149,7 +153,14 @@ def evaluate(
         num_samples=bootstrap_samples,
         seed=seed,
     )
+    if prep["loss"] == "softmax":
+        report.update(
+            metrics_lib.accuracy_report(
+                labels=out["labels"], scores=out["scores"], mask=out["mask"]
+            )
+        )
     report.update(
+        loss_function=prep["loss"],
         split=split,
         dataset_dir=dataset_dir,
         num_examples=int(out["labels"].shape[0]),

@@ -1,7 +1,9 @@
 """Exact evaluation metrics (SPEC T3, T5): per-task ROC AUC / AUPRC with sklearn, masked.
 
 A task whose known labels hold one class only has no ROC AUC; it is reported as `None`
-(JSON null), never as 0 or 0.5, and left out of the macro means.
+(JSON null), never as 0 or 0.5, and left out of the macro means. For a softmax run the per-task
+AUCs are one-vs-rest AUCs of the softmax probabilities, and `accuracy_report` adds top-1 and
+top-5 accuracy over the examples with a one-hot label.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+
+from transfusion_tf.data import schema
+
+TOP_K = (1, 5)
 
 
 def _task_arrays(labels, scores, mask, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +89,51 @@ def auc_report(
         "auprc_mean": _mean(list(auprc.values())),
         "num_labelled": labelled,
         "num_positive": positive,
+    }
+
+
+def topk_accuracy(
+    *, labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None, k: int
+) -> float | None:
+    """Fraction of the one-hot examples whose class is among the `k` highest scores.
+
+    Args:
+      labels, scores, mask: [examples, classes]; only rows with a one-hot label
+        (`schema.is_one_hot`) count.
+      k: how many of the highest-scoring classes count as a hit; a tie at the k-th place counts
+        as a hit, as in `tf.math.in_top_k`.
+
+    Returns:
+      The accuracy, or None when no example has a one-hot label.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    mask = np.ones_like(labels) if mask is None else np.asarray(mask, dtype=np.float64)
+    rows = schema.is_one_hot(labels, mask)
+    if not rows.any():
+        return None
+    true_class = np.argmax(labels[rows] >= 0.5, axis=-1)
+    s = scores[rows]
+    true_score = s[np.arange(len(true_class)), true_class]
+    higher = np.sum(s > true_score[:, None], axis=-1)
+    return float(np.mean(higher < k))
+
+
+def accuracy_report(
+    *, labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None
+) -> dict[str, float | None]:
+    """{"top1_accuracy", "top5_accuracy"} of a single-label (softmax) evaluation.
+
+    Top-k is reported for k < the number of classes only (top-5 of 5 classes is always 1), so
+    "top5_accuracy" needs more than 5 classes.
+    """
+    num_classes = np.shape(labels)[1]
+    return {
+        f"top{k}_accuracy": topk_accuracy(labels=labels, scores=scores, mask=mask, k=k)
+        for k in TOP_K
+        if k == 1 or k < num_classes
     }
 
 

@@ -27,6 +27,7 @@ from absl import logging
 from tqdm import tqdm
 
 from transfusion_tf.data import atomic
+from transfusion_tf.data import info as info_lib
 from transfusion_tf.data.converters import base, imageio
 
 EXAMPLES_PER_SHARD = 1000
@@ -247,6 +248,7 @@ def _write_staged(
         split_stats=stats,
         skipped=skipped,
         extra={"conversion": _conversion_record(source, options), **dicom_counts.to_info()},
+        single_label=source.single_label,
     )
 
 
@@ -302,8 +304,9 @@ def format_summary(info: dict[str, Any], *, max_skipped: int = 8) -> str:
     ]
     tasks = info["tasks"]
     width = max([len("positives / labelled"), *(len(t) for t in tasks)]) + 2
+    labels = "single-label classes" if info_lib.is_single_label(info) else "multi-label"
     lines = [
-        f"source format: {info['source_format']}   tasks: {len(tasks)}   "
+        f"source format: {info['source_format']}   tasks: {len(tasks)} ({labels})   "
         f"image encoding: {info.get('image_encoding', '?')}",
         "".ljust(width) + "".join(s.rjust(16) for s in splits),
         "examples".ljust(width)
