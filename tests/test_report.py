@@ -195,7 +195,7 @@ def test_findings_are_computed_from_the_comparisons(runs_root, tmp_path):
     )
     # final AUC: differences +0.01 and -0.01 over the two seeds
     assert (
-        "final validation mean AUC: +0.000 [-0.010, 0.010]: no evidence of a difference" in meanvar
+        "final validation mean AUC: 0.000 [-0.010, 0.010]: no evidence of a difference" in meanvar
     )
     # steps: differences -92 and -160 over the two seeds; fewer steps is faster
     assert "steps to AUC 0.8: -126 steps [-160, -92]: lower steps: faster" in meanvar
@@ -264,7 +264,7 @@ def test_zero_mean_noise_gives_no_evidence(tmp_path):
     assert row["mean_diff"] == pytest.approx(0.0, abs=1e-9)
     assert row["ci_low"] < 0 < row["ci_high"]
     assert row["verdict"] == "no evidence"
-    assert "final validation mean AUC: +0.000" in report.findings[0]
+    assert "final validation mean AUC: 0.000" in report.findings[0]
     assert "no evidence of a difference" in report.findings[0]
 
 
@@ -389,6 +389,7 @@ def test_censoring_in_the_steps_table_median_and_count(tmp_path):
     # paired steps: gabor - random = 0, +50 (300 - 250), 0 (both censored)
     (row,) = _rows(report, "steps@0.8")
     assert row["mean_diff"] == pytest.approx(50 / 3) and row["censored_pairs"] == 2
+    assert "2 of 3 pairs censored at train steps" in row["detail"]
 
 
 def test_censored_median_of_an_even_number_of_seeds():

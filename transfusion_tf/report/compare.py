@@ -252,6 +252,10 @@ def comparison_rows(
                         details.insert(0, f"test split, {label} weights")
                     if diff.images_resampled and diff.ci_low is not None:
                         details.append("seeds and evaluation images resampled")
+                    if censored:
+                        total = diff.n_pairs if diff.paired else diff.n_base + diff.n_other
+                        unit = "pairs" if diff.paired else "runs"
+                        details.append(f"{censored} of {total} {unit} censored at train steps")
                     rows.append(
                         {
                             "dataset": dataset,
@@ -324,12 +328,15 @@ def _is_steps(metric: str) -> bool:
     return metric.startswith("steps@")
 
 
-def _fmt_value(metric: str, value: float | None, *, signed: bool = True) -> str:
+def fmt_value(metric: str, value: float | None, *, signed: bool = True) -> str:
+    """Steps as integers, AUCs to 3 decimals; a value that rounds to 0 has no sign."""
     if value is None:
         return "–"
-    if _is_steps(metric):
-        return f"{value:+.0f}" if signed else f"{value:.0f}"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    digits = 0 if _is_steps(metric) else 3
+    rounded = round(value, digits)
+    if rounded == 0:
+        return f"{0.0:.{digits}f}"
+    return f"{rounded:+.{digits}f}" if signed else f"{rounded:.{digits}f}"
 
 
 def fmt_ci(row: dict[str, Any]) -> str:
@@ -337,8 +344,8 @@ def fmt_ci(row: dict[str, Any]) -> str:
     if row["ci_low"] is None:
         n = row["n_pairs"] if row["paired"] else min(row["n_base"], row["n_other"])
         return f"no CI (n = {n})"
-    low = _fmt_value(row["metric"], row["ci_low"], signed=False)
-    high = _fmt_value(row["metric"], row["ci_high"], signed=False)
+    low = fmt_value(row["metric"], row["ci_low"], signed=False)
+    high = fmt_value(row["metric"], row["ci_high"], signed=False)
     return f"[{low}, {high}]"
 
 
@@ -373,7 +380,7 @@ def comparisons_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 row["model"],
                 row["init"],
                 metric,
-                _fmt_value(row["metric"], row["mean_diff"]),
+                fmt_value(row["metric"], row["mean_diff"]),
                 fmt_ci(row),
                 verdict_words(row),
                 pairing_words(row),
@@ -391,9 +398,7 @@ def sentence(row: dict[str, Any], *, with_pairing: bool = True) -> str:
         label = f"{label} ({row['weights']} weights)"
     ci = fmt_ci(row)
     ci = ci if row["ci_low"] is not None else f"({ci.replace('no CI (', 'no CI, ')}"
-    text = (
-        f"{label}: {_fmt_value(row['metric'], row['mean_diff'])}{unit} {ci}: {verdict_words(row)}"
-    )
+    text = f"{label}: {fmt_value(row['metric'], row['mean_diff'])}{unit} {ci}: {verdict_words(row)}"
     return f"{text} ({pairing_words(row)})" if with_pairing else text
 
 

@@ -78,7 +78,8 @@ COMPARISON_NOTE = (
     "pairs (runs of the same seed; unpaired runs: difference of means, each side resampled); "
     "for the AUCs the evaluation images are resampled too when the runs saved their "
     "predictions. Verdict: `higher` / `lower` when the CI excludes 0, else `no evidence` (which "
-    "is not evidence of equality); with fewer than 2 pairs there is no CI. Steps to a threshold "
+    "is not evidence of equality); with fewer than 2 pairs there is no CI, and with few seeds "
+    "the interval is optimistic (with 2 pairs it spans the two differences). Steps to a threshold "
     "are interpolated between evals; a run that never reaches it counts as its train steps "
     "(censored), which bounds its pair's difference; fewer steps (`lower`) is faster."
 )
