@@ -203,3 +203,17 @@ def test_deferred_augmentation_in_the_step_trains_like_host_augmentation(tmp_pat
         assert not np.allclose(weights[defer][0], initial[0])  # the kernel was updated
     for host, deferred in zip(weights[False], weights[True], strict=True):
         np.testing.assert_allclose(deferred, host, rtol=1e-5, atol=1e-6)
+
+
+def test_threshold_settings_are_validated_naming_the_flag(tmp_path_factory, tmp_path):
+    import test_train_helpers as helpers
+
+    from transfusion_tf.training import trainer
+
+    data = helpers.tiny_dataset(tmp_path_factory)
+    cfg = helpers.tiny_config(data, str(tmp_path / "w"))
+    trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("referable_dr",))))
+    with pytest.raises(ValueError, match="--threshold_rule must be one of first, sustained"):
+        trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_rule="median")))
+    with pytest.raises(ValueError, match=r"--threshold_tasks names tasks \['Edema'\]"):
+        trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("Edema",))))
