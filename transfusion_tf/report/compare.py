@@ -26,6 +26,7 @@ with longer training; the `censored_pairs` column says how many pairs hold a cen
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import json
@@ -306,8 +307,6 @@ def _metric_sides(
 
 def write_comparisons_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
     """Writes `comparisons.csv`: exactly `COLUMNS`, booleans as true/false, None as empty."""
-    import csv
-
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
