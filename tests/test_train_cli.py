@@ -382,7 +382,7 @@ def test_softmax_source_training_end_to_end(batch):
     assert config["train"]["loss"] == "softmax"  # auto, resolved and recorded
     assert results["loss_function"] == "softmax" and len(results["tasks"]) == 12
     history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in history] == [4, 8]
+    assert [r["step"] for r in history] == [0, 4, 8]  # the init is evaluated too
     for record in history:
         assert 0.0 <= record["top1_accuracy"] <= record["top5_accuracy"] <= 1.0
         assert np.isfinite(record["loss"]) and 0.0 <= record["auc_mean"] <= 1.0
