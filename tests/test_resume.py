@@ -44,7 +44,7 @@ def test_kill_9_then_same_command_finishes_all_steps(tmp_path_factory, tmp_path)
     assert results["train_steps"] == 60
     assert results["resumed"] is True
     history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in history] == [20, 40, 60]
+    assert [r["step"] for r in history] == [0, 20, 40, 60]  # one step-0 eval, not repeated
     assert json.loads(out)["train_steps"] == 60
     # The resumed run trained on the images of the killed one, which an unkilled run of any
     # seed draws too: --subset_seed (default 0) alone picks them.
@@ -80,3 +80,28 @@ def test_resume_on_a_changed_subset_is_refused(tmp_path_factory, tmp_path):
     (workdir / "train_subset.txt").write_text("other/0000001\n")
     with pytest.raises(ValueError, match="now draws other examples"):
         trainer.train_and_evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_restart_before_the_first_backup_keeps_one_step0_eval(tmp_path_factory, tmp_path):
+    """A run killed after its step-0 eval but before any backup starts again from its init and
+    does not evaluate step 0 a second time."""
+    import shutil
+
+    from transfusion_tf.training import trainer
+
+    data = helpers.tiny_dataset(tmp_path_factory)
+    workdir = tmp_path / "run"
+    cfg = helpers.tiny_config(data, str(workdir))
+    trainer.train_and_evaluate(cfg)
+    # What a kill right after the step-0 eval leaves: config, init files, the step-0 record.
+    history = (workdir / "eval_history.jsonl").read_text().splitlines()
+    (workdir / "eval_history.jsonl").write_text(history[0] + "\n")
+    shutil.rmtree(workdir / "checkpoints")
+    (workdir / "results.json").unlink()
+    results = trainer.train_and_evaluate(cfg)
+    steps = [
+        json.loads(x)["step"] for x in (workdir / "eval_history.jsonl").read_text().splitlines()
+    ]
+    assert steps == [0, 3, 6]
+    assert results["resumed"] is False and results["train_steps"] == 6

@@ -19,6 +19,7 @@ WORKDIR_FILES = (
     "init_report.json",
     "eval_history.jsonl",
     "results.json",
+    "valid_predictions.npz",
     "weights/init.weights.h5",
     "weights/final.weights.h5",
     "weights/best.weights.h5",
@@ -31,6 +32,11 @@ RESULT_KEYS = (
     "best_auc_mean",
     "best_step",
     "steps_to_threshold",
+    "steps_to_threshold_interpolated",
+    "steps_to_threshold_censored",
+    "threshold_rule",
+    "threshold_tasks",
+    "auc_curve_area",
     "examples_per_second",
     "wall_seconds",
     "versions",
@@ -68,6 +74,17 @@ def batch(tmp_path_factory):
     for init, extra in INITS.items():
         source = [] if init == "gabor" else [f"--source_weights={src}"]
         runs[init] = flags(init, f"--init={init}", *source, *extra)
+    # Seed-1 partners of random and gabor (for the report's pairing), thresholding by the
+    # `first` rule and a named task.
+    for init in ("random", "gabor"):
+        runs[f"{init}_s1"] = flags(
+            f"{init}_s1",
+            f"--init={init}",
+            "--seed=1",
+            "--auc_thresholds=0.01,0.999",
+            "--threshold_rule=first",
+            "--threshold_tasks=referable_dr",
+        )
     runs["mirrored"] = flags("mirrored", "--strategy=mirrored", "--train_steps=2")
     runs["mixed_float16"] = flags("mixed_float16", "--precision=mixed_float16", "--train_steps=2")
     runs.update(
@@ -79,6 +96,9 @@ def batch(tmp_path_factory):
         bad_schedule=flags("bad_schedule", "--lr_schedule=linear"),
         bad_widths=flags("bad_widths", "--widths=8,wide"),
         bad_source=flags("bad_source", "--init=imagenet", f"--source_weights={root / 'none'}"),
+        bad_rule=flags("bad_rule", "--threshold_rule=median"),
+        bad_tasks=flags("bad_tasks", "--threshold_tasks=referable_dr,Edema"),
+        repeated_tasks=flags("repeated_tasks", "--threshold_tasks=referable_dr,referable_dr"),
         nan=flags("nan", "--learning_rate=1e30", "--optimizer=sgd", "--train_steps=6"),
         det_a=flags("det_a", "--deterministic", "--seed=3"),
         det_b=flags("det_b", "--deterministic", "--seed=3"),
@@ -125,7 +145,7 @@ def test_each_init_trains_and_fills_the_workdir(batch, init):
     assert results["train_steps"] == 4 and results["init"] == init
     assert results["tasks"] == ["referable_dr"]
     history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in history] == [2, 4]
+    assert [r["step"] for r in history] == [0, 2, 4]  # the init is evaluated too
     for record in history:
         assert {"step", "auc", "auc_mean", "auprc", "auprc_mean", "loss"} <= set(record)
         assert 0.0 <= record["auc_mean"] <= 1.0
@@ -136,12 +156,111 @@ def test_each_init_trains_and_fills_the_workdir(batch, init):
     assert "new_head" in hows
     config = json.loads((workdir / "config.json").read_text())
     assert config["init"]["name"] == init and config["model"]["widths"] == [8, 16]
+    assert config["train"]["threshold_rule"] == "sustained"  # the default
+    assert config["train"]["threshold_tasks"] == []
+    assert results["threshold_rule"] == "sustained" and results["threshold_tasks"] == []
+    assert 0.0 <= results["auc_curve_area"] <= 1.0
     if init == "random":
-        assert results["steps_to_threshold"]["0.01"] == 2
+        # every AUC is >= 0.01 from the step-0 eval on: crossed at step 0, nothing to interpolate
+        assert results["steps_to_threshold"]["0.01"] == 0
+        assert results["steps_to_threshold_interpolated"]["0.01"] == 0.0
+        assert results["steps_to_threshold_censored"]["0.01"] is False
         assert results["steps_to_threshold"]["0.999"] is None
+        assert results["steps_to_threshold_interpolated"]["0.999"] is None
+        assert results["steps_to_threshold_censored"]["0.999"] is True
     if init in ("imagenet", "transfusion", "meanvar"):
         assert results["source_sha256"] and len(results["source_sha256"]) == 64
         assert {"copied", "meanvar"} & hows
+
+
+@pytest.mark.slow
+def test_threshold_flags_are_recorded_and_applied(batch):
+    results = _results(batch, "random_s1")
+    config = json.loads((batch["root"] / "random_s1" / "config.json").read_text())
+    assert config["train"]["threshold_rule"] == "first"
+    assert config["train"]["threshold_tasks"] == ["referable_dr"]
+    assert results["threshold_rule"] == "first"
+    assert results["threshold_tasks"] == ["referable_dr"]
+    assert results["steps_to_threshold"] == {"0.01": 0, "0.999": None}
+    assert results["steps_to_threshold_censored"] == {"0.01": False, "0.999": True}
+
+
+@pytest.mark.slow
+def test_final_validation_predictions_are_saved(batch):
+    from transfusion_tf.training import metrics, predictions
+
+    results = _results(batch, "random")
+    saved = predictions.load_predictions(str(batch["root"] / "random" / "valid_predictions.npz"))
+    assert saved.tasks == ("referable_dr",) and saved.step == 4
+    assert saved.example_id.size == saved.num_examples > 0
+    again = metrics.auc_report(
+        labels=saved.labels, scores=saved.scores, mask=saved.mask, tasks=saved.tasks
+    )
+    assert again["auc_mean"] == pytest.approx(results["final_auc_mean"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_report_cli_pairs_trained_runs_by_seed(batch, tmp_path):
+    """transfusion-report over real workdirs: --baseline_init, pairs by seed, resamples images."""
+    import csv
+    import subprocess
+    import sys
+
+    root = batch["root"]
+    for name in ("random", "random_s1", "gabor", "gabor_s1"):
+        _results(batch, name)
+    workdirs = ",".join(str(root / n) for n in ("random", "random_s1", "gabor", "gabor_s1"))
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transfusion_tf.cli.report",
+            f"--workdirs={workdirs}",
+            f"--output_dir={out}",
+            "--baseline_init=gabor",
+            "--bootstrap_samples=200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=helpers.env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "comparisons.csv") as f:
+        rows = {r["metric"]: r for r in csv.DictReader(f)}
+    for metric in ("valid_auc", "auc_curve_area"):
+        row = rows[metric]
+        assert (row["init"], row["baseline"], row["paired"], row["n_pairs"]) == (
+            "random",
+            "gabor",
+            "true",
+            "2",
+        )
+        assert float(row["ci_low"]) <= float(row["mean_diff"]) <= float(row["ci_high"])
+        assert row["verdict"] in ("higher", "lower", "no evidence")
+    assert rows["valid_auc"]["images_resampled"] == "true"
+    assert "random vs gabor" in proc.stdout
+    text = (out / "report.md").read_text()
+    assert text.index("## Comparisons with `gabor`") < text.index("## Final AUC")
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transfusion_tf.cli.report",
+            f"--workdirs={workdirs}",
+            f"--output_dir={tmp_path / 'bad'}",
+            "--baseline_init=imagenet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=helpers.env(),
+    )
+    assert proc.returncode != 0
+    assert "--baseline_init='imagenet' matches no run" in proc.stderr
+    assert "random, gabor" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
@@ -205,6 +324,9 @@ def test_finished_workdir_is_reported_not_retrained(batch):
         ("bad_loss", "--loss"),
         ("softmax_multilabel", "--loss=softmax needs a single-label dataset"),
         ("bad_subset_seed", "--subset_seed must be >= 0; got -1"),
+        ("bad_rule", "--threshold_rule=median"),
+        ("bad_tasks", "--threshold_tasks names tasks ['Edema']"),
+        ("repeated_tasks", "--threshold_tasks names ['referable_dr'] more than once"),
     ],
 )
 def test_bad_flags_are_usage_errors_naming_the_flag(batch, name, needle):
@@ -260,7 +382,7 @@ def test_softmax_source_training_end_to_end(batch):
     assert config["train"]["loss"] == "softmax"  # auto, resolved and recorded
     assert results["loss_function"] == "softmax" and len(results["tasks"]) == 12
     history = [json.loads(x) for x in (workdir / "eval_history.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in history] == [4, 8]
+    assert [r["step"] for r in history] == [0, 4, 8]  # the init is evaluated too
     for record in history:
         assert 0.0 <= record["top1_accuracy"] <= record["top5_accuracy"] <= 1.0
         assert np.isfinite(record["loss"]) and 0.0 <= record["auc_mean"] <= 1.0

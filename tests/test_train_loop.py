@@ -247,3 +247,17 @@ def test_eval_loss_is_the_train_step_loss_on_the_same_batch(loss):
     assert record["loss"] == pytest.approx(train_loss, rel=1e-5)
     assert ("top1_accuracy" in record) == (loss == "softmax")
     assert "top5_accuracy" not in record  # 2 classes
+
+
+def test_threshold_settings_are_validated_naming_the_flag(tmp_path_factory, tmp_path):
+    import test_train_helpers as helpers
+
+    from transfusion_tf.training import trainer
+
+    data = helpers.tiny_dataset(tmp_path_factory)
+    cfg = helpers.tiny_config(data, str(tmp_path / "w"))
+    trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("referable_dr",))))
+    with pytest.raises(ValueError, match="--threshold_rule must be one of first, sustained"):
+        trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_rule="median")))
+    with pytest.raises(ValueError, match=r"--threshold_tasks names tasks \['Edema'\]"):
+        trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("Edema",))))

@@ -122,6 +122,9 @@ class TrainConfig(ConfigBase):
     steps_per_loop: int = 10
     checkpoint_every_steps: int = 100
     auc_thresholds: tuple[float, ...] = (0.91,)
+    # A crossing must hold at the next eval too ("sustained") or may be one eval ("first").
+    threshold_rule: str = "sustained"
+    threshold_tasks: tuple[str, ...] = ()  # tasks whose mean AUC is thresholded; () = all
     strategy: str = "auto"
     precision: str = "float32"
     class_weights: tuple[float, ...] | None = None

@@ -15,7 +15,7 @@ from absl import app, flags
 from transfusion_tf import config
 from transfusion_tf.cli import common
 from transfusion_tf.data import augment
-from transfusion_tf.training import losses, optim
+from transfusion_tf.training import losses, metrics, optim
 from transfusion_tf.training import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
@@ -88,6 +88,18 @@ flags.DEFINE_enum(
     "dataset_info.json of --dataset_dir says single_label, else sigmoid (older datasets "
     "without the field: sigmoid).",
 )
+flags.DEFINE_enum(
+    "threshold_rule",
+    config.TrainConfig.threshold_rule,
+    list(metrics.THRESHOLD_RULES),
+    "'sustained': a threshold counts as reached when it holds at the next eval too; 'first': "
+    "at the first eval that reaches it.",
+)
+flags.DEFINE_list(
+    "threshold_tasks",
+    list(config.TrainConfig.threshold_tasks),
+    "Tasks whose mean AUC the thresholds apply to (e.g. Consolidation); empty: all tasks.",
+)
 flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_enum("precision", "float32", list(optim.PRECISIONS), "Compute precision.")
 flags.DEFINE_bool("deterministic", False, "Op determinism + deterministic input order.")
@@ -158,6 +170,8 @@ def config_from_flags() -> config.RunConfig:
             steps_per_loop=FLAGS.steps_per_loop,
             checkpoint_every_steps=FLAGS.checkpoint_every_steps,
             auc_thresholds=thresholds,
+            threshold_rule=FLAGS.threshold_rule,
+            threshold_tasks=tuple(FLAGS.threshold_tasks),
             strategy=FLAGS.strategy,
             precision=FLAGS.precision,
             class_weights=common.parse_floats("class_weights", FLAGS.class_weights),
@@ -183,6 +197,7 @@ def main(argv: list[str]) -> None:
         common.fail(str(err))
     summary = {k: results.get(k) for k in ("final_auc_mean", "best_auc_mean", "best_step")}
     summary["steps_to_threshold"] = results.get("steps_to_threshold")
+    summary["auc_curve_area"] = results.get("auc_curve_area")
     summary["train_steps"] = results.get("train_steps")
     print(json.dumps(summary, sort_keys=True))
 

@@ -1,8 +1,11 @@
 """`transfusion-evaluate` library (SPEC T5): a run or a SavedModel on one split of a dataset.
 
 Writes `<output_dir>/evaluation_<split>.json` (per-task AUROC and AUPRC with seeded bootstrap
-95% CIs, macro means, counts; top-1 / top-5 accuracy for a softmax-trained model) and
-`<output_dir>/roc_<split>.png` (ROC curve per task).
+95% CIs, macro means, counts; top-1 / top-5 accuracy for a softmax-trained model),
+`<output_dir>/roc_<split>.png` (ROC curve per task) and `<output_dir>/predictions_<split>.npz`
+(probabilities, labels and mask per example: `training.predictions`, which `transfusion-report`
+resamples when it compares runs). With a workdir the default output directory is
+`<workdir>/evaluation`, where the report looks.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from absl import logging
 from transfusion_tf.training import checkpoint as ckpt_lib
 from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import metrics as metrics_lib
+from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import trainer
 
 
@@ -178,6 +182,14 @@ def evaluate(
         labels=out["labels"], scores=out["scores"], mask=out["mask"], report=report, path=png_path
     )
     report["roc_png"] = png_path
+    report["predictions"] = predictions_lib.save_predictions(
+        os.path.join(output_dir, predictions_lib.evaluation_file(split)),
+        labels=out["labels"],
+        scores=out["scores"],
+        mask=out["mask"],
+        example_id=out["example_id"],
+        tasks=tasks,
+    )
     ckpt_lib.write_text_atomic(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     logging.info(
         "evaluation of %s on %s/%s written to %s",

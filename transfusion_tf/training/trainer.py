@@ -1,22 +1,29 @@
 """`train_and_evaluate(config)`: one run of the study, from init to results (SPEC T1-T4, T7).
 
 A workdir holds `config.json`, `init_report.json`, `weights/{init,final,best}.weights.h5`,
-`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl` and `results.json`
-(and `train_subset.txt` with `--train_examples`).
-The same command on the same workdir resumes from the last backup (or reports a finished run);
-a workdir holding a different configuration is refused.
+`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl`, `results.json`,
+`valid_predictions.npz` (the final weights' validation probabilities, labels and mask per
+example: `training.predictions`) and, with `--train_examples`, `train_subset.txt`. The
+validation split is evaluated at step 0 (the init, before any update), every
+`eval_every_steps` and at the end. The same command on the same workdir resumes from the last
+backup (or reports a finished run); a workdir holding a different configuration is refused.
 
 `results.json` keys: final_auc {task: AUC or null}, final_auc_mean, final_auprc(_mean),
-best_auc_mean, best_step, steps_to_threshold {"0.91": first eval step with mean AUC >= 0.91 or
-null}, examples_per_second (steady state: images per wall second after the first, tracing, loop
-call, counting input waits, evals, backups and logging), train_loop_examples_per_second (inside
-the training loop only), wall_seconds, versions, seed, source_sha256, model, init, tasks,
-train_steps, dataset_dir, strategy, num_replicas, precision, resumed, train_subset_sha256,
-loss_function (the resolved `--loss`: "sigmoid" or "softmax"), final_top1_accuracy and
-final_top5_accuracy (softmax runs; null otherwise, and top-5 null up to 5 classes). Eval
-records hold the loss of the training loss function over the validation split, and for
-softmax runs top1_accuracy / top5_accuracy; per-task AUCs of a softmax run are one-vs-rest
-AUCs of the softmax probabilities.
+best_auc_mean, best_step, and the convergence of the validation AUC (SPEC T3; the AUC is the
+mean over `threshold_tasks`, all tasks when empty; see `metrics.threshold_crossing`):
+steps_to_threshold {"0.91": eval step of the crossing under `threshold_rule`, or null},
+steps_to_threshold_interpolated {"0.91": step interpolated between the evals that bracket the
+crossing, or null}, steps_to_threshold_censored {"0.91": true when never reached within
+train_steps}, threshold_rule, threshold_tasks, auc_curve_area (the AUC averaged over steps
+0..train_steps, `metrics.auc_curve_area`); then examples_per_second (steady state: images
+per wall second after the first, tracing, loop call, counting input waits, evals, backups and
+logging), train_loop_examples_per_second (inside the training loop only), wall_seconds,
+versions, seed, source_sha256, model, init, tasks, train_steps, dataset_dir, strategy,
+num_replicas, precision, resumed, train_subset_sha256, loss_function (the resolved `--loss`:
+"sigmoid" or "softmax"), final_top1_accuracy and final_top5_accuracy (softmax runs; null
+otherwise, and top-5 null up to 5 classes). Eval records hold the loss of the training loss
+function over the validation split, and for softmax runs top1_accuracy / top5_accuracy;
+per-task AUCs of a softmax run are one-vs-rest AUCs of the softmax probabilities.
 
 Resume reseeds the training order with `seed + step`, so a resumed run reaches the same step
 count but does not replay exactly the batches the killed run would have seen; the images it
@@ -53,6 +60,7 @@ from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import losses as losses_lib
 from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import optim
+from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import summaries as summaries_lib
 
@@ -137,6 +145,7 @@ def validate_config(cfg: config_lib.RunConfig) -> None:
     for t in cfg.train.auc_thresholds:
         if not 0.0 < t <= 1.0:
             raise ValueError(f"--auc_thresholds must be in (0, 1]; got {t}")
+    validate_thresholds(cfg)
     if cfg.train.class_weights is not None and len(cfg.train.class_weights) != cfg.model.num_tasks:
         raise ValueError(
             f"--class_weights has {len(cfg.train.class_weights)} values but the dataset has "
@@ -169,6 +178,31 @@ def _parse_stored_config(text: str) -> config_lib.RunConfig:
     if cfg.train.loss == "auto":
         cfg = cfg.replace(train=cfg.train.replace(loss="sigmoid"))
     return cfg
+
+
+def validate_thresholds(cfg: config_lib.RunConfig) -> None:
+    """Checks --threshold_rule and --threshold_tasks (names of the dataset's tasks)."""
+    from transfusion_tf.data import info as info_lib
+
+    rule = cfg.train.threshold_rule
+    if rule not in metrics_lib.THRESHOLD_RULES:
+        raise ValueError(
+            f"--threshold_rule must be one of {', '.join(metrics_lib.THRESHOLD_RULES)}; "
+            f"got {rule!r}"
+        )
+    selected = cfg.train.threshold_tasks
+    if not selected:
+        return
+    tasks = list(info_lib.load_dataset_info(cfg.data.dataset_dir)["tasks"])
+    unknown = [t for t in selected if t not in tasks]
+    if unknown:
+        raise ValueError(
+            f"--threshold_tasks names tasks {unknown} that {cfg.data.dataset_dir} does not have; "
+            f"its tasks are: {', '.join(tasks)}"
+        )
+    repeated = sorted({t for t in selected if selected.count(t) > 1})
+    if repeated:
+        raise ValueError(f"--threshold_tasks names {repeated} more than once")
 
 
 @contextlib.contextmanager
@@ -400,6 +434,7 @@ class _Run:
         out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
         labels, logits, mask = out["labels"], out["scores"], out["mask"]
         scores = losses_lib.probabilities(logits, loss=loss).numpy()
+        self.last_predictions = (int(step), {**out, "scores": scores})
         report = metrics_lib.auc_report(labels=labels, scores=scores, mask=mask, tasks=self.tasks)
         record = {
             "step": int(step),
@@ -518,7 +553,33 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         else None,
     )
     run.predict = loop_lib.make_logits_fn(run.model)
+    run.last_predictions = None
     conv1 = run.conv1_layers
+
+    def record_eval(at_step: int) -> None:
+        """Evaluates the current weights and records them (history, TensorBoard, best)."""
+        nonlocal best_auc, best_step
+        record = run.evaluate(at_step, valid_ds)
+        history.append(record)
+        logging.info(
+            "eval step %d mean AUC %s per task %s", at_step, record["auc_mean"], record["auc"]
+        )
+        if run.chief:
+            run.summaries.eval_scalars(at_step, record)
+            if at_step > 0:  # the filters at step 0 were written with the init report
+                run.summaries.filters(at_step, summaries_lib.conv1_kernel(run.model, conv1))
+            with open(run.path(HISTORY_FILE), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if record["auc_mean"] is not None and (best_auc is None or record["auc_mean"] > best_auc):
+            best_auc, best_step = record["auc_mean"], at_step
+            if run.chief:
+                ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
+
+    # The init is evaluated too (step 0, before any update), once: a run resumed before its
+    # first backup re-creates the same init and finds the step-0 record in the history.
+    if step == 0 and not any(r["step"] == 0 for r in history):
+        record_eval(0)
+        run.summaries.flush()
 
     # Steady state starts after the first loop call (which traces the tf.function); it counts
     # everything after it: input waits, evals, backups, summaries and logging.
@@ -568,22 +629,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         )
         evaluated = step % tc.eval_every_steps == 0 or step == tc.train_steps
         if evaluated:
-            record = run.evaluate(step, valid_ds)
-            history.append(record)
-            logging.info(
-                "eval step %d mean AUC %s per task %s", step, record["auc_mean"], record["auc"]
-            )
-            if run.chief:
-                run.summaries.eval_scalars(step, record)
-                run.summaries.filters(step, summaries_lib.conv1_kernel(run.model, conv1))
-                with open(run.path(HISTORY_FILE), "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            if record["auc_mean"] is not None and (
-                best_auc is None or record["auc_mean"] > best_auc
-            ):
-                best_auc, best_step = record["auc_mean"], step
-                if run.chief:
-                    ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
+            record_eval(step)
         if evaluated or step % tc.checkpoint_every_steps == 0 or step == tc.train_steps:
             run.backups.save(step)
         run.summaries.flush()
@@ -596,6 +642,23 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
             # No defined AUC ever (e.g. a single-class validation split): best = final.
             ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
     final = history[-1] if history else run.evaluate(step, valid_ds)
+    if run.last_predictions is None or run.last_predictions[0] != step:
+        # Resumed after the final eval was recorded: predict again with the final weights.
+        run.evaluate(step, valid_ds)
+    if run.chief:
+        out = run.last_predictions[1]
+        predictions_lib.save_predictions(
+            run.path(predictions_lib.VALID_PREDICTIONS_FILE),
+            labels=out["labels"],
+            scores=out["scores"],
+            mask=out["mask"],
+            example_id=out["example_id"],
+            tasks=run.tasks,
+            step=step,
+        )
+    crossings = metrics_lib.threshold_crossings(
+        history, tc.auc_thresholds, rule=tc.threshold_rule, tasks=tc.threshold_tasks
+    )
     results = {
         "final_auc": final["auc"],
         "final_auc_mean": final["auc_mean"],
@@ -603,7 +666,12 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "final_auprc_mean": final["auprc_mean"],
         "best_auc_mean": best_auc,
         "best_step": best_step,
-        "steps_to_threshold": metrics_lib.steps_to_threshold(history, tc.auc_thresholds),
+        "steps_to_threshold": {t: c["step"] for t, c in crossings.items()},
+        "steps_to_threshold_interpolated": {t: c["interpolated"] for t, c in crossings.items()},
+        "steps_to_threshold_censored": {t: c["censored"] for t, c in crossings.items()},
+        "threshold_rule": tc.threshold_rule,
+        "threshold_tasks": list(tc.threshold_tasks),
+        "auc_curve_area": metrics_lib.auc_curve_area(history, tasks=tc.threshold_tasks),
         "examples_per_second": (
             steady_images / steady_seconds if steady_images and steady_seconds > 0 else None
         ),
