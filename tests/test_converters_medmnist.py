@@ -2,6 +2,8 @@
 multi-label (ChestMNIST-like) labels, source splits, lossless pixels, and malformed archives
 (pickle-needing object arrays, missing or mismatched arrays, bad labels, not an archive)."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -128,8 +130,17 @@ def test_malformed_arrays(tmp_path, arrays, message):
 
 def test_not_an_archive_missing_file_and_no_train_arrays(tmp_path):
     (tmp_path / "text.npz").write_bytes(b"hello, not a zip")
-    with pytest.raises(base.ConversionError, match=r"text\.npz: unreadable"):
+    # A text file is not reported as pickled data (what np.load takes it for).
+    with pytest.raises(base.ConversionError) as err:
         convert(tmp_path / "text.npz", tmp_path / "out")
+    assert str(err.value) == (
+        f"{tmp_path / 'text.npz'}: not an .npz archive (a MedMNIST file is a zip of .npy "
+        "arrays; this file is not a zip file, starting with b'hello,')"
+    )
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    os.rename(tmp_path / "single.npy", tmp_path / "single.npz")
+    with pytest.raises(base.ConversionError, match=r"single\.npz: .*an \.npy array, not an"):
+        convert(tmp_path / "single.npz", tmp_path / "out")
     with pytest.raises(base.ConversionError, match=r"nope\.npz: MedMNIST .npz file not found"):
         convert(tmp_path / "nope.npz", tmp_path / "out")
     val_only = {"val_images": np.zeros((1, 4, 4), np.uint8), "val_labels": np.zeros((1, 1))}

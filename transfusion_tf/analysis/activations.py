@@ -186,7 +186,7 @@ def dataset_images(
 
     Yields float32 [b, image_size, image_size, channels] batches (the last may be smaller).
     """
-    from transfusion_tf.data import pipeline
+    from transfusion_tf.data import pipeline, verify
 
     ds = pipeline.build_dataset(
         dataset_dir=dataset_dir,
@@ -199,13 +199,18 @@ def dataset_images(
         deterministic=True,
     )
     remaining = spec.num_examples
-    for batch in ds:
-        images = batch["image"].numpy()[:remaining]
-        remaining -= images.shape[0]
-        yield images
-        if remaining <= 0:
-            break
+    with verify.data_loss_errors(dataset_dir=dataset_dir, split=spec.split):
+        for batch in ds:
+            images = batch["image"].numpy()[:remaining]
+            remaining -= images.shape[0]
+            yield images
+            if remaining <= 0:
+                break
     if remaining > 0:
+        # A whole pass was read: it must hold the examples dataset_info.json lists.
+        verify.check_pass_count(
+            dataset_dir=dataset_dir, split=spec.split, read=spec.num_examples - remaining
+        )
         logging.warning(
             "split %r of %s has only %d examples; using all of them instead of %d",
             spec.split,

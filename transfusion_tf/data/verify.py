@@ -250,3 +250,15 @@ def data_loss_errors(*, dataset_dir: str, split: str) -> Iterator[None]:
             first = str(err).strip().splitlines()[0] if str(err).strip() else "data loss"
             where = f"split {split!r} of {dataset_dir}: {first}"
         raise CorruptShardError(where) from None
+
+
+def check_pass_count(*, dataset_dir: str, split: str, read: int) -> None:
+    """Raises DatasetError when one full pass over `split` read another number of examples
+    than `dataset_info.json` lists (the message names the split and both counts)."""
+    listed = int(info_lib.load_dataset_info(dataset_dir)["splits"][split]["num_examples"])
+    if read != listed:
+        raise info_lib.DatasetError(
+            f"split {split!r} of {dataset_dir}: one pass read {read} examples but "
+            f"{info_lib.DATASET_INFO_FILE} lists {listed}; check the dataset with "
+            f"transfusion-prepare --verify={dataset_dir}"
+        )

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -120,6 +121,36 @@ def _harvest(model: keras.Model) -> dict[str, list[tuple[str, np.ndarray]]]:
     }
 
 
+_KERAS_TOTAL_RE = re.compile(
+    r"A total of (\d+) objects could not be loaded\. Example error message for object "
+    r"<(\w+) name=([^,>]+)"
+)
+_KERAS_SHAPES_RE = re.compile(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))")
+
+
+def load_error_summary(err: BaseException) -> str:
+    """One line from a Keras `load_weights` error, which spans pages (variable values and
+    the list of every layer that failed): how many layers failed, and the first one's reason
+    with the shapes involved."""
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return repr(err)
+    total = _KERAS_TOTAL_RE.search(text)
+    if total is None:
+        return lines[0][:400]
+    count, cls, layer = total.groups()
+    shapes = _KERAS_SHAPES_RE.search(text)
+    if shapes is not None:
+        reason = (
+            f"it expects a variable of shape {shapes.group(1)}, the file holds {shapes.group(2)}"
+        )
+    else:
+        detail = lines[1] if len(lines) > 1 else ""
+        reason = detail.split(" Target variable:")[0][:300] or "no detail given"
+    return f"{count} layer(s) could not be loaded; the first, {cls} {layer!r}: {reason}"
+
+
 def _load_into(model: keras.Model, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -189,8 +220,7 @@ def _materialise_file(
         try:
             _load_into(model, path)
         except Exception as err:  # every loader failure is reported below
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            errors.append(f"{label}: {first_line}")
+            errors.append(f"{label}: {load_error_summary(err)}")
             continue
         arch = spec.source_arch if label.startswith("keras.applications") else model_name
         return model, arch
@@ -223,7 +253,9 @@ def _workdir_source(workdir: str) -> tuple[keras.Model, str, str]:
     try:
         _load_into(model, weights_path)
     except Exception as err:
-        raise SourceError(f"cannot load {weights_path} into {model_cfg.name}: {err}") from err
+        raise SourceError(
+            f"cannot load {weights_path} into {model_cfg.name}: {load_error_summary(err)}"
+        ) from None
     return model, weights_path, model_cfg.name
 
 

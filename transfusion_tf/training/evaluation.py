@@ -112,7 +112,7 @@ def evaluate(
       task names of the model differing from the dataset's, ...).
     """
     from transfusion_tf.data import info as info_lib
-    from transfusion_tf.data import pipeline
+    from transfusion_tf.data import pipeline, verify
 
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
@@ -148,7 +148,9 @@ def evaluate(
         augment="none",
         deterministic=True,
     )
-    out = loop_lib.predict_dataset(predict, dataset)
+    with verify.data_loss_errors(dataset_dir=dataset_dir, split=split):
+        out = loop_lib.predict_dataset(predict, dataset)
+    verify.check_pass_count(dataset_dir=dataset_dir, split=split, read=int(out["labels"].shape[0]))
     report = metrics_lib.bootstrap_report(
         labels=out["labels"],
         scores=out["scores"],

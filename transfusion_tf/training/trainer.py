@@ -42,6 +42,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -55,11 +56,12 @@ from absl import logging
 import transfusion_tf
 from transfusion_tf import config as config_lib
 from transfusion_tf.data import pipeline as pipeline_lib
+from transfusion_tf.data import verify as verify_lib
 from transfusion_tf.training import checkpoint as ckpt_lib
+from transfusion_tf.training import health, optim
 from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import losses as losses_lib
 from transfusion_tf.training import metrics as metrics_lib
-from transfusion_tf.training import optim
 from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import summaries as summaries_lib
@@ -259,9 +261,16 @@ def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
             for key in new[section]
             if old[section].get(key) != new[section].get(key)
         ]
+        backups = os.path.join(workdir, "checkpoints")
+        hint = ""
+        if not (os.path.isdir(backups) and os.listdir(backups)):
+            hint = (
+                f"; that run holds no backup (it stopped before its first one), so deleting "
+                f"{workdir} loses nothing worth resuming"
+            )
         raise WorkdirConflictError(
             f"--workdir={workdir} already holds a run with a different configuration "
-            f"({'; '.join(diffs)}); use a new workdir"
+            f"({'; '.join(diffs)}); use a new workdir{hint}"
         )
     results_path = os.path.join(workdir, RESULTS_FILE)
     if os.path.exists(results_path):
@@ -288,6 +297,24 @@ class _Run:
         strategy_lib.check_batch_size(self.strategy, cfg.data.batch_size)
         self.chief = strategy_lib.is_chief(self.strategy)
         self.path = lambda name: os.path.join(self.workdir, name)
+        self.claimed = False
+        self.warnings: list[dict[str, str]] = []
+        train_examples = cfg.data.train_examples
+        what = f"the --train_examples={train_examples} subset"
+        if train_examples is None:
+            train_examples = int(self.info["splits"]["train"]["num_examples"])
+            what = f"the train split of {cfg.data.dataset_dir}"
+        self.warn(
+            health.batch_warning(
+                batch_size=cfg.data.batch_size, train_examples=train_examples, what=what
+            )
+        )
+
+    def warn(self, warning: dict[str, str] | None) -> None:
+        """Logs a `health` warning and keeps it for `results.json` (None: nothing to say)."""
+        if warning is not None and warning not in self.warnings:
+            logging.warning("%s: %s", self.workdir, warning["message"])
+            self.warnings.append(warning)
 
     # -- building ---------------------------------------------------------------------------
     def build(self) -> None:
@@ -431,7 +458,12 @@ class _Run:
     def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
         """One eval record; its loss is the training loss function over the whole split."""
         loss = self.cfg.train.loss
-        out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
+        data_dir = self.cfg.data.dataset_dir
+        with verify_lib.data_loss_errors(dataset_dir=data_dir, split="valid"):
+            out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
+        verify_lib.check_pass_count(
+            dataset_dir=data_dir, split="valid", read=int(out["labels"].shape[0])
+        )
         labels, logits, mask = out["labels"], out["scores"], out["mask"]
         scores = losses_lib.probabilities(logits, loss=loss).numpy()
         self.last_predictions = (int(step), {**out, "scores": scores})
@@ -495,6 +527,7 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     wall_start = time.perf_counter()
+    created = not os.path.exists(cfg.train.workdir)
     with _precision(cfg.train.precision):
         run = _Run(cfg)
         run.summaries = summaries_lib.RunSummaries(cfg.train.workdir, enabled=run.chief)
@@ -504,14 +537,36 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
             run.summaries.close()
             if hasattr(run, "backups"):
                 run.backups.close()
+            if created and run.chief and not run.claimed:
+                # Failed before training started: the folder holds only this attempt's files
+                # (TensorBoard events, init report), nothing a corrected command needs.
+                shutil.rmtree(cfg.train.workdir, ignore_errors=True)
+
+
+def _non_finite_message(run: _Run, loss: float, start: int, end: int) -> str:
+    """What a NaN/inf training loss means for this workdir, and what to do."""
+    tc = run.cfg.train
+    what = (
+        f"training loss became {loss} between steps {start} and {end} "
+        f"(--learning_rate={tc.learning_rate}, --optimizer={tc.optimizer})"
+    )
+    latest = run.backups.latest
+    if latest is None:
+        return (
+            f"{what}; no backup was written yet, so nothing of it is kept: lower "
+            f"--learning_rate and train again after deleting {run.workdir} (or in a new "
+            "--workdir)"
+        )
+    return (
+        f"{what}; the newest backup, {latest}, holds the weights from before it; lower "
+        "--learning_rate and train again in a new --workdir (rerunning this command would "
+        "resume with the same settings)"
+    )
 
 
 def _train(run: _Run, wall_start: float) -> dict[str, Any]:
     cfg = run.cfg
     tc = cfg.train
-    if run.chief:
-        os.makedirs(run.workdir, exist_ok=True)
-        ckpt_lib.write_text_atomic(run.path(CONFIG_FILE), cfg.to_json() + "\n")
     run.build()
     resumed = run.backups.restore_latest()
     step = int(run.step_var.numpy())
@@ -555,6 +610,12 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
     run.predict = loop_lib.make_logits_fn(run.model)
     run.last_predictions = None
     conv1 = run.conv1_layers
+    # The workdir is claimed only now: a run that failed while building the model, loading
+    # its source or opening the data left no config.json to refuse the corrected command.
+    if run.chief:
+        os.makedirs(run.workdir, exist_ok=True)
+        ckpt_lib.write_text_atomic(run.path(CONFIG_FILE), cfg.to_json() + "\n")
+    run.claimed = True
 
     def record_eval(at_step: int) -> None:
         """Evaluates the current weights and records them (history, TensorBoard, best)."""
@@ -593,14 +654,11 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
             tc.checkpoint_every_steps - step % tc.checkpoint_every_steps,
         )
         t0 = time.perf_counter()
-        loss = float(train_loop(iterator, tf.constant(n, tf.int32)))
+        with verify_lib.data_loss_errors(dataset_dir=cfg.data.dataset_dir, split="train"):
+            loss = float(train_loop(iterator, tf.constant(n, tf.int32)))
         elapsed = time.perf_counter() - t0
         if not math.isfinite(loss):
-            raise loop_lib.NonFiniteLossError(
-                f"training loss became {loss} between steps {step} and {step + n} "
-                f"(--learning_rate={tc.learning_rate}, --optimizer={tc.optimizer}); "
-                f"the last backup in {run.path('checkpoints')} holds the state before it"
-            )
+            raise loop_lib.NonFiniteLossError(_non_finite_message(run, loss, step, step + n))
         step += n
         run.step_var.assign(step)
         images_per_second = n * cfg.data.batch_size / max(elapsed, 1e-9)
@@ -659,6 +717,8 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
     crossings = metrics_lib.threshold_crossings(
         history, tc.auc_thresholds, rule=tc.threshold_rule, tasks=tc.threshold_tasks
     )
+    for warning in health.run_warnings(history):
+        run.warn(warning)
     results = {
         "final_auc": final["auc"],
         "final_auc_mean": final["auc_mean"],
@@ -695,6 +755,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "loss_function": tc.loss,
         "final_top1_accuracy": final.get("top1_accuracy"),
         "final_top5_accuracy": final.get("top5_accuracy"),
+        "warnings": list(run.warnings),
     }
     if run.chief:
         ckpt_lib.write_text_atomic(

@@ -41,6 +41,16 @@ def _load(path: str) -> dict[str, np.ndarray]:
     """Loads every array of the `.npz` with allow_pickle=False; ConversionError naming the file."""
     if not os.path.isfile(path):
         raise base.ConversionError(f"{path}: MedMNIST .npz file not found")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK\x03\x04"):
+        # np.load takes anything that is neither a zip nor an .npy file for a pickle, and
+        # would report a text file as "pickled data".
+        what = "an .npy array, not an .npz archive" if magic == b"\x93NUMPY" else "not a zip file"
+        raise base.ConversionError(
+            f"{path}: not an .npz archive (a MedMNIST file is a zip of .npy arrays; this file is "
+            f"{what}, starting with {magic!r})"
+        )
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
