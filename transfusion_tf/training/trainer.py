@@ -458,12 +458,7 @@ class _Run:
     def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
         """One eval record; its loss is the training loss function over the whole split."""
         loss = self.cfg.train.loss
-        data_dir = self.cfg.data.dataset_dir
-        with verify_lib.data_loss_errors(dataset_dir=data_dir, split="valid"):
-            out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
-        verify_lib.check_pass_count(
-            dataset_dir=data_dir, split="valid", read=int(out["labels"].shape[0])
-        )
+        out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
         labels, logits, mask = out["labels"], out["scores"], out["mask"]
         scores = losses_lib.probabilities(logits, loss=loss).numpy()
         self.last_predictions = (int(step), {**out, "scores": scores})
@@ -610,6 +605,16 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
     run.predict = loop_lib.make_logits_fn(run.model)
     run.last_predictions = None
     conv1 = run.conv1_layers
+
+    def evaluate(at_step: int) -> dict[str, Any]:
+        """`run.evaluate` of the validation split, which must read whole and as listed."""
+        with verify_lib.data_loss_errors(dataset_dir=cfg.data.dataset_dir, split="valid"):
+            record = run.evaluate(at_step, valid_ds)
+        verify_lib.check_pass_count(
+            dataset_dir=cfg.data.dataset_dir, split="valid", read=record["num_examples"]
+        )
+        return record
+
     # The workdir is claimed only now: a run that failed while building the model, loading
     # its source or opening the data left no config.json to refuse the corrected command.
     if run.chief:
@@ -620,7 +625,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
     def record_eval(at_step: int) -> None:
         """Evaluates the current weights and records them (history, TensorBoard, best)."""
         nonlocal best_auc, best_step
-        record = run.evaluate(at_step, valid_ds)
+        record = evaluate(at_step)
         history.append(record)
         logging.info(
             "eval step %d mean AUC %s per task %s", at_step, record["auc_mean"], record["auc"]
@@ -699,10 +704,10 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         if best_step is None:
             # No defined AUC ever (e.g. a single-class validation split): best = final.
             ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
-    final = history[-1] if history else run.evaluate(step, valid_ds)
+    final = history[-1] if history else evaluate(step)
     if run.last_predictions is None or run.last_predictions[0] != step:
         # Resumed after the final eval was recorded: predict again with the final weights.
-        run.evaluate(step, valid_ds)
+        evaluate(step)
     if run.chief:
         out = run.last_predictions[1]
         predictions_lib.save_predictions(
