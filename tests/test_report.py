@@ -468,6 +468,21 @@ def test_unfinished_run_is_skipped_with_reason(runs_root, tmp_path):
     assert "unfinished" in _read(report.markdown_path)
 
 
+def test_runs_with_warnings_are_marked(runs_root, tmp_path):
+    path = os.path.join(runs_root, "tf_s0", "results.json")
+    with open(path) as f:
+        results = json.load(f)
+    message = "the validation loss rose from 0.69 at the init to 3e+12 at step 400"
+    results["warnings"] = [{"code": "diverged", "message": message}]
+    with open(path, "w") as f:
+        json.dump(results, f)
+    text = _read(build_report(workdirs=[runs_root], output_dir=str(tmp_path / "r")).markdown_path)
+    assert "**1 of 5 runs finished with warnings** (diverged)" in text
+    (line,) = [line for line in text.splitlines() if "tf_s0`" in line]
+    assert line.endswith(f" — **warning**: {message}")
+    assert "**warning**" not in "".join(line for line in text.splitlines() if "random_s0`" in line)
+
+
 def test_analysis_dir_figures_are_included(runs_root, tmp_path):
     adir = tmp_path / "analysis_compare"
     adir.mkdir()

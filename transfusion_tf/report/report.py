@@ -163,6 +163,15 @@ def build_report(
         "AUC in percent on the validation split, mean ± sample sd over seeds.",
         "",
     ]
+    warned = [r for r in runs if r.results.get("warnings")]
+    if warned:
+        codes = sorted({w["code"] for r in warned for w in r.results["warnings"]})
+        md += [
+            f"**{len(warned)} of {len(runs)} runs finished with warnings** "
+            f"({', '.join(codes)}): their numbers are in the tables below, marked in "
+            "the list of runs; read them with care.",
+            "",
+        ]
     md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
     if comparisons:
         md += [
@@ -223,7 +232,11 @@ def build_report(
         written += copied
         md += ["## Representational analyses", "", section]
     md += ["## Runs", ""]
-    md += [f"- `{r.workdir}`: {r.dataset} / {r.model} / {r.init}, seed {r.seed}" for r in runs]
+    md += [
+        f"- `{r.workdir}`: {r.dataset} / {r.model} / {r.init}, seed {r.seed}"
+        + "".join(f" — **warning**: {w['message']}" for w in r.results.get("warnings") or ())
+        for r in runs
+    ]
     if skipped:
         md += ["", "Skipped:", ""] + [f"- {s}" for s in skipped]
     md_path = os.path.join(output_dir, "report.md")

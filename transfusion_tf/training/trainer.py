@@ -7,6 +7,11 @@ example: `training.predictions`) and, with `--train_examples`, `train_subset.txt
 validation split is evaluated at step 0 (the init, before any update), every
 `eval_every_steps` and at the end. The same command on the same workdir resumes from the last
 backup (or reports a finished run); a workdir holding a different configuration is refused.
+The workdir is claimed (`config.json` written) only once the model is built, initialised from
+its source and the data opened: a run that fails before that leaves nothing that refuses the
+corrected command (a workdir it created is removed). Every read of the data is checked: a
+split whose shards hold other counts than `dataset_info.json`, a one-pass count that differs,
+or a corrupted record (named by shard and offset) stops the run with one line.
 
 `results.json` keys: final_auc {task: AUC or null}, final_auc_mean, final_auprc(_mean),
 best_auc_mean, best_step, and the convergence of the validation AUC (SPEC T3; the AUC is the
@@ -21,7 +26,9 @@ logging), train_loop_examples_per_second (inside the training loop only), wall_s
 versions, seed, source_sha256, model, init, tasks, train_steps, dataset_dir, strategy,
 num_replicas, precision, resumed, train_subset_sha256, loss_function (the resolved `--loss`:
 "sigmoid" or "softmax"), final_top1_accuracy and final_top5_accuracy (softmax runs; null
-otherwise, and top-5 null up to 5 classes). Eval records hold the loss of the training loss
+otherwise, and top-5 null up to 5 classes), and warnings ([{"code", "message"}] of
+`training.health`: "diverged", "auc_at_chance", "batch_exceeds_train_split"; empty for a
+healthy run). Eval records hold the loss of the training loss
 function over the validation split, and for softmax runs top1_accuracy / top5_accuracy;
 per-task AUCs of a softmax run are one-vs-rest AUCs of the softmax probabilities.
 
