@@ -250,6 +250,9 @@ def test_failed_overwrite_leaves_the_old_dataset(raw, tmp_path):
     with pytest.raises(base.StrictModeError, match="zz_corrupt.png"):
         _convert(bad, out, overwrite=True, strict=True)
     _assert_old_dataset(out, info)
+    with pytest.raises(base.StrictModeError):
+        _convert(bad, tmp_path / "fresh", strict=True)
+    assert not (tmp_path / "fresh").exists()  # a folder made for nothing is removed
     assert atomic.leftover_temporaries(str(out)) == []
 
 

@@ -196,23 +196,29 @@ def staged_dataset(output_dir: str, *, overwrite: bool) -> Iterator[str]:
     Checks `output_dir` first (`check_output_dir`) and removes leftovers of dead runs
     (`clean_stale`). The block must leave a complete dataset (shards and dataset_info.json)
     in the staging folder; if it raises (or is interrupted), the staging folder is removed and
-    `output_dir` is left as it was.
+    `output_dir` is left as it was (a folder this call created is removed again).
     """
     check_output_dir(output_dir, overwrite=overwrite)
+    created = not os.path.exists(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     clean_stale(output_dir)
     check_output_dir(output_dir, overwrite=overwrite)  # a completed publish may have landed
     stage = staging_dir(output_dir)
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)
+    published = False
     try:
         yield stage
         if not os.path.isfile(os.path.join(stage, info_lib.DATASET_INFO_FILE)):
             raise RuntimeError(f"{stage}: no {info_lib.DATASET_INFO_FILE} was written")
         publish(stage, output_dir)
+        published = True
     finally:
         if os.path.isdir(stage):
             shutil.rmtree(stage, ignore_errors=True)
+        if created and not published:
+            with contextlib.suppress(OSError):
+                os.rmdir(output_dir)  # only if empty: a folder this run made for nothing
 
 
 def _raise_interrupted(signum: int, frame) -> None:
