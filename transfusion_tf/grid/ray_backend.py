@@ -27,7 +27,7 @@ from absl import logging
 from transfusion_tf.grid import execute, runner, spec
 
 
-class RunFailed(RuntimeError):
+class RunFailedError(RuntimeError):
     """A run's command exited non-zero (Ray retries these)."""
 
     def __init__(self, name: str, exit_code: int, log_path: str) -> None:
@@ -68,7 +68,7 @@ def _execute(
     if not spec.is_finished(run, cwd=cwd):  # a retry after the run itself had finished
         rc = execute.start_run(run, command=command, cwd=cwd).wait()
         if rc != 0:
-            raise RunFailed(run.name, rc, run.log_path)
+            raise RunFailedError(run.name, rc, run.log_path)
     return {"seconds": time.perf_counter() - start, "host": host}
 
 
@@ -165,7 +165,7 @@ class RayBackend:
                 num_gpus=run.resources.gpus,
                 num_cpus=run.resources.cpus,
                 max_retries=self.retries,
-                retry_exceptions=[RunFailed],
+                retry_exceptions=[RunFailedError],
                 name=f"transfusion-grid {run.name}",
             ).remote(run, command, cwd, status, *sources)
         names = {ref: name for name, ref in refs.items()}
@@ -197,10 +197,10 @@ class RayBackend:
             result = ray.get(ref)
         except ray.exceptions.RayTaskError as err:
             cause = err.cause
-            if isinstance(cause, RunFailed) and cause.name != name:
+            if isinstance(cause, RunFailedError) and cause.name != name:
                 reason = f"not started: its source run {cause.name} failed"
                 return runner.Outcome(name=name, status=runner.FAILED, reason=reason)
-            exit_code = cause.exit_code if isinstance(cause, RunFailed) else None
+            exit_code = cause.exit_code if isinstance(cause, RunFailedError) else None
             return runner.Outcome(
                 name=name,
                 status=runner.FAILED,
