@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import shlex
 from collections.abc import Sequence
 
 SOURCE_PREFIX = "imagenet_"
@@ -204,25 +203,26 @@ def _source_workdir(source_weights: str | None, runs_dir: str) -> str | None:
 
 
 def _in_dependency_order(runs: list[Run]) -> list[Run]:
-    """Runs with every run after those it depends on; otherwise in the given order."""
-    placed: set[str] = set()
+    """The runs in the given order, except that every run comes after those it depends on."""
+    by_name = {r.name: r for r in runs}
     out: list[Run] = []
-    pending = list(runs)
-    while pending:
-        ready = [r for r in pending if set(r.depends_on) <= placed]
-        if not ready:
-            raise GridError(f"runs depend on each other in a cycle: {[r.name for r in pending]}")
-        for r in ready:
-            placed.add(r.name)
-            out.append(r)
-        pending = [r for r in pending if r.name not in placed]
+    placed: set[str] = set()
+
+    def place(run: Run, path: tuple[str, ...]) -> None:
+        if run.name in placed:
+            return
+        if run.name in path:
+            raise GridError(f"runs depend on each other in a cycle: {[*path, run.name]}")
+        for name in run.depends_on:
+            place(by_name[name], (*path, run.name))
+        placed.add(run.name)
+        out.append(run)
+
+    for run in runs:
+        place(run, ())
     return out
 
 
 def is_finished(run: Run, *, cwd: str = ".") -> bool:
     """Whether the run's workdir holds results.json (the trainer writes it last)."""
     return os.path.exists(os.path.join(cwd, run.workdir, RESULTS_FILE))
-
-
-def format_command(command: Sequence[str]) -> str:
-    return shlex.join(command)
