@@ -9,9 +9,7 @@ resumes from its workdir. Every task runs its command in the grid's directory, w
 at the same path on every node (flags/, the runs directory and the datasets on a shared
 filesystem). Needs `pip install 'transfusion_tf[ray]'`.
 
-`address`: None starts a private local instance (or joins $RAY_ADDRESS when set, as Ray's own
-tools do); `auto` joins the cluster this machine joined with `ray start`; `host:port` names a
-cluster's head.
+`address` is read as `cluster.connect` reads it (None: $RAY_ADDRESS or a private instance).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import Any
 
 from absl import logging
 
+from transfusion_tf import cluster
 from transfusion_tf.grid import execute, runner, spec
 
 
@@ -72,29 +71,6 @@ def _execute(
     return {"seconds": time.perf_counter() - start, "host": host}
 
 
-def import_ray():
-    """The `ray` module, or GridError saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise spec.GridError("--backend=ray needs Ray: pip install 'transfusion_tf[ray]'") from None
-    return ray
-
-
-def connect(ray: Any, address: str | None, **init_kwargs: Any) -> bool:
-    """Connects to Ray unless already connected; True when this call started the connection."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, **init_kwargs}
-    if address == "local":
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs.setdefault("include_dashboard", False)
-    logging.info("connecting to Ray (address=%s)", address)
-    ray.init(**kwargs)
-    return True
-
-
 class RayBackend:
     """Runs grid runs as Ray tasks."""
 
@@ -121,16 +97,16 @@ class RayBackend:
         cwd: str,
         progress: runner.Progress,
     ) -> Mapping[str, runner.Outcome]:
-        ray = import_ray()
-        private = (self.address or os.environ.get("RAY_ADDRESS") or "local") == "local"
-        started_here = connect(ray, self.address, **self.init_kwargs)
+        private = cluster.resolved_address(self.address) == "local"
+        ray = cluster.import_ray(spec.GridError)
+        made = cluster.connect(ray, self.address, **self.init_kwargs)
         try:
-            self._check_resources(ray, runs, private=private and started_here)
+            self._check_resources(ray, runs, private=private and made)
             return self._run(
                 ray, runs, command=tuple(command), cwd=os.path.abspath(cwd), progress=progress
             )
         finally:
-            if started_here:
+            if made:
                 ray.shutdown()
 
     @staticmethod

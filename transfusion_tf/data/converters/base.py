@@ -25,6 +25,7 @@ SPLITS = ("train", "valid", "test")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 BLANK_POLICIES = ("negative", "ignore")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
+BACKENDS = ("local", "ray")
 
 
 class ConversionError(ValueError):
@@ -44,6 +45,9 @@ class ConvertOptions(ConfigBase):
     `num_shards` is the shard count of each split (fewer when a split has fewer examples); None
     picks about one shard per 1,000 examples. `workers=None` uses every core available to the
     process. `overwrite` replaces the shards of an earlier conversion into the same folder.
+    `backend` is where images are encoded and shards written: `local` (this machine's cores)
+    or `ray` (Ray tasks on `ray_address`: None = $RAY_ADDRESS or a private local instance);
+    both write the same dataset.
     """
 
     image_size: int | None = None
@@ -64,6 +68,8 @@ class ConvertOptions(ConfigBase):
     label_columns: tuple[str, ...] | None = None
     patient_column: str | None = None
     progress: bool = True
+    backend: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.uncertain_policy not in UNCERTAIN_POLICIES:
@@ -92,6 +98,8 @@ class ConvertOptions(ConfigBase):
             raise ValueError(f"workers must be positive, got {self.workers}")
         if self.num_examples < 1:
             raise ValueError(f"num_examples must be positive, got {self.num_examples}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def label_policy(self) -> dict[str, str]:
