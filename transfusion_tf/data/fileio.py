@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import glob as glob_lib
+import io
 import os
 from collections.abc import Iterator
 from typing import IO, Any
@@ -82,10 +83,18 @@ def escape(path: str) -> str:
 
 
 def open(path: str, mode: str = "r", **kwargs: Any) -> IO:  # noqa: A001  (mirrors open)
-    """A file object; for URLs a tf.io.gfile.GFile (text modes read UTF-8)."""
-    if is_url(path):
-        return _gfile().GFile(path, mode)
-    return builtins.open(path, mode, **kwargs)
+    """A file object, as `builtins.open(path, mode, **kwargs)` gives for local paths.
+
+    A URL opens as a tf.io.gfile.GFile; read as text, it is decoded whole with `encoding`
+    (default UTF-8; `utf-8-sig` drops a byte-order mark) and `newline` as `open` reads them.
+    """
+    if not is_url(path):
+        return builtins.open(path, mode, **kwargs)
+    if "r" in mode and "b" not in mode:
+        with _gfile().GFile(path, "rb") as f:
+            text = f.read().decode(kwargs.get("encoding") or "utf-8")
+        return io.StringIO(text, newline=kwargs.get("newline", "\n"))
+    return _gfile().GFile(path, mode)
 
 
 def read_bytes(path: str) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from transfusion_tf.config import ConfigBase
+from transfusion_tf.data import fileio
 from transfusion_tf.registry import Registry
 
 SPLITS = ("train", "valid", "test")
@@ -207,10 +208,10 @@ class CsvTable:
 
 def read_csv(path: str, *, required: Iterable[str] = ()) -> CsvTable:
     """Reads a CSV with a header row; a missing file or required column is a ConversionError."""
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise ConversionError(f"{path}: CSV file not found")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with fileio.open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -329,7 +330,7 @@ def check_patients_disjoint(records: Iterable[SourceRecord], *, input_path: str)
 def list_image_files(root: str) -> list[str]:
     """All files under `root` (recursively, sorted) whose extension is an image extension."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in fileio.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):

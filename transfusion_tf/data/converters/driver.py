@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data import info as info_lib
 from transfusion_tf.data.converters import base, imageio
 
@@ -116,6 +117,11 @@ def _write_local(
     Yields once every image is written under a temporary name; shards get their final names
     when the `with` block ends without error, and are deleted otherwise.
     """
+    if fileio.is_url(output_dir):
+        raise base.ConversionError(
+            f"--output_dir={output_dir}: the local backend writes to a local directory; "
+            "write to a URL with --backend=ray"
+        )
     image_tasks = [t for plan in plans for t in plan.tasks]
     where = {t.index: (plan, i) for plan in plans for i, t in enumerate(plan.tasks)}
     workers = min(options.resolved_workers(), max(1, len(image_tasks)))
