@@ -181,8 +181,10 @@ def _readme_commands() -> list[tuple[str, list[str]]]:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split(" #")[0]
-            for m in re.finditer(r"transfusion-(\w+)((?:\s+--?[\w.=/,*'\"{}<>:-]*)*)", line):
-                names = re.findall(r"--(?:no)?(\w+)", m.group(2))
+            for m in re.finditer(r"transfusion-(\w+)((?:\s+--?[\w.=/,*'\"{}<>:$-]*)*)", line):
+                # After a lone `--` come the training flags transfusion-grid passes on.
+                own = re.split(r"\s--(?:\s|$)", m.group(2))[0]
+                names = re.findall(r"--(?:no)?(\w+)", own)
                 out.append((m.group(1), names))
     return out
 
