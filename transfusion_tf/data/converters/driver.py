@@ -4,7 +4,8 @@
 drop duplicate rows, keep source splits or draw train/valid/test by patient (seeded), shuffle
 each split (seeded, so class-sorted sources are mixed across shards), read + decode + resize +
 encode every image in a pool of worker processes while the parent writes the TFRecord shards
-in order, and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
+in order (the `local` backend; `ray` runs that work as Ray tasks, see `ray_backend`, and writes
+the same shards), and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
 used are skipped, counted and listed with their reason; under `strict` any skip is an error
 and no dataset info is written. `format_summary` renders the one-screen summary.
 """
