@@ -262,6 +262,8 @@ def test_format_summary_lists_counts_positives_and_skips():
     }
     text = driver.format_summary(info)
     assert "3/8" in text and "1/2" in text
+    assert "tasks: 1 (multi-label)" in text  # no single_label key: an older directory
+    assert "(single-label classes)" in driver.format_summary(dict(info, single_label=True))
     assert "skipped inputs: 12" in text and "12 x missing file" in text
     assert "and 4 more" in text
     assert len(text.splitlines()) < 25

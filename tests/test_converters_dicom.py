@@ -175,6 +175,7 @@ def folder_raw(tmp_path_factory):
 def test_class_folders_and_split_folders(folder_raw, tmp_path):
     info = convert("folder", folder_raw, tmp_path / "a", test_fraction=0.0, valid_fraction=0.25)
     assert info["tasks"] == sorted(synthetic.NATURAL_CLASSES)
+    assert info["single_label"] is True  # one class folder per image: softmax under --loss=auto
     assert {s: v["num_examples"] for s, v in info["splits"].items()} == {"train": 18, "valid": 6}
     for split in info["splits"]:
         for example_id, ex in read_split(str(tmp_path / "a"), split).items():

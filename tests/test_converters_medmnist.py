@@ -49,6 +49,7 @@ def test_multiclass_npz(npz_files, tmp_path):
         arrays = dict(npz)
     num_classes = int(max(arrays[f"{s}_labels"].max() for s in ("train", "val", "test"))) + 1
     assert info["tasks"] == [f"class_{k}" for k in range(num_classes)]
+    assert info["single_label"] is True
     for key, split in (("train", "train"), ("val", "valid"), ("test", "test")):
         examples = read_split(str(tmp_path), split)
         assert (
@@ -66,6 +67,7 @@ def test_multilabel_npz_uses_the_chestmnist_names(npz_files, tmp_path):
     _, chest = npz_files
     info = convert(chest, tmp_path, tasks=("effusion", "cardiomegaly"))
     assert info["tasks"] == ["effusion", "cardiomegaly"]
+    assert info["single_label"] is False
     with np.load(chest) as npz:
         labels, images = npz["test_labels"], npz["test_images"]
     columns = [medmnist.CHESTMNIST_TASKS.index(t) for t in info["tasks"]]
@@ -87,7 +89,7 @@ def test_binary_labels_give_one_task_and_missing_splits_are_drawn(tmp_path):
         train_labels=(np.arange(30) % 2).reshape(-1, 1),
     )
     info = convert(path, tmp_path / "out", valid_fraction=0.2, test_fraction=0.1)
-    assert info["tasks"] == ["class_1"]
+    assert info["tasks"] == ["class_1"] and info["single_label"] is False
     counts = {s: v["num_examples"] for s, v in info["splits"].items()}
     assert counts == {"train": 21, "valid": 6, "test": 3}
     assert sum(v["positives"]["class_1"] for v in info["splits"].values()) == 15

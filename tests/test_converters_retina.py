@@ -67,6 +67,7 @@ def test_eyepacs_labels_patients_and_counts(eyepacs_raw, tmp_path):
     tasks = ("referable_dr", "dr_grade_0", "dr_grade_3")
     info = convert("eyepacs", eyepacs_raw, tmp_path, tasks=tasks, valid_fraction=0.2)
     assert info["tasks"] == list(tasks) and info["image_encoding"] == "jpeg"
+    assert info["single_label"] is False  # referable_dr beside the grades: multi-label
     level = grades(eyepacs_raw / "trainLabels.csv", "image", "level")
     splits = read_all(str(tmp_path))
     assert sum(len(d) for d in splits.values()) == len(level) == NUM_EXAMPLES
@@ -130,6 +131,10 @@ def test_aptos_labels_and_counts(aptos_raw, tmp_path):
     splits = read_all(str(tmp_path))
     assert len(splits["valid"]) == round(0.25 * NUM_EXAMPLES)
     assert sum(len(d) for d in splits.values()) == NUM_EXAMPLES
+    assert info["single_label"] is False  # one binary task
+    grades5 = tuple(f"dr_grade_{g}" for g in range(5))
+    graded = convert("aptos", aptos_raw, tmp_path / "grades", tasks=grades5, test_fraction=0.0)
+    assert graded["single_label"] is True  # the five one-hot grades are classes
     for examples in splits.values():
         for code, ex in examples.items():
             assert ex["labels"].tolist() == [float(diagnosis[code] >= 2)]

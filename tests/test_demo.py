@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from transfusion_tf import demo
+from transfusion_tf.report import compare
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,11 @@ def test_quick_demo_end_to_end(quick_demo):
             assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
     source = out / "runs" / "quick" / "source_natural_cbr_tiny"
     assert (source / "weights" / "final.weights.h5").exists()
+    # the single-label source task trains with a softmax (--loss=auto), as on ImageNet
+    source_results = json.loads((source / "results.json").read_text())
+    assert source_results["loss_function"] == "softmax"
+    assert source_results["final_top1_accuracy"] is not None
+    assert summary["source_loss_function"] == "softmax"
     stats = json.loads((out / "source_stats.json").read_text())
     assert stats
     # transfer copied the source, meanvar used its statistics file
@@ -77,6 +83,7 @@ def test_quick_demo_end_to_end(quick_demo):
     text = (out / "report.md").read_text()
     assert "stand-in for ImageNet" in text
     assert "## Test split" in text and "## Steps to AUC threshold" in text
+    assert "## Comparisons with `random`" in text and (out / "comparisons.csv").exists()
     assert "figures/analysis/compare/" in text
     for line in summary["headline"]:
         assert line in text
@@ -87,15 +94,25 @@ def test_quick_demo_end_to_end(quick_demo):
 
 @pytest.mark.slow
 def test_demo_findings_follow_the_numbers(quick_demo):
-    """The headline's AUC sentence carries the test numbers of demo.json, not a fixed text."""
+    """The headline's sentences are the report's paired comparisons with random, not a fixed
+    text: the test-AUC sentence carries the mean paired difference of demo.json's test numbers."""
     _, summary = quick_demo
-    test = {r["init"]: r for r in summary["test"]}
+    rows = {(r["init"].split(" ")[0], r["metric"]): r for r in summary["comparisons"]}
+    row = rows["transfer", "test_auc"]
     sentence = next(h for h in summary["headline"] if "final AUC" in h)
-    assert f"{test['transfer']['auc_mean']:.3f} ± {test['transfer']['auc_mean_sd']:.3f}" in sentence
-    assert f"{test['random']['auc_mean']:.3f} ± {test['random']['auc_mean_sd']:.3f}" in sentence
+    assert sentence.endswith(compare.sentence(row))
+    assert compare.fmt_value("test_auc", row["mean_diff"]) in sentence
+    assert compare.verdict_words(row) in sentence
+    # every seed of both inits is evaluated: paired over all seeds, so the mean paired
+    # difference is the difference of the test means
+    assert row["paired"] and row["n_pairs"] == len(demo.demo_settings(quick=True).seeds)
+    assert row["images_resampled"] and row["detail"].startswith("test split, best weights")
+    test = {r["init"]: r for r in summary["test"]}
     delta = test["transfer"]["auc_mean"] - test["random"]["auc_mean"]
-    if abs(delta) >= 5e-4:
-        assert ("higher" if delta > 0 else "lower") in sentence
+    assert row["mean_diff"] == pytest.approx(delta, abs=1e-6)
+    steps = next(h for h in summary["headline"] if h.startswith("Does Mean Var"))
+    assert "steps to AUC 0.6:" in steps
+    assert "seed spread" not in " ".join(summary["headline"] + summary["findings"])
 
 
 def test_settings_and_seed_override():

@@ -29,6 +29,15 @@ def test_workdir_evaluation_writes_json_png_and_cis(run, tmp_path):
     on_disk = json.loads((tmp_path / "evaluation_test.json").read_text())
     assert on_disk["auc"] == report["auc"]
     assert (tmp_path / "roc_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from transfusion_tf.training import metrics, predictions
+
+    saved = predictions.load_predictions(str(tmp_path / "predictions_test.npz"))
+    assert report["predictions"] == str(tmp_path / "predictions_test.npz")
+    assert saved.num_examples == report["num_examples"] and saved.tasks == ("referable_dr",)
+    again = metrics.auc_report(
+        labels=saved.labels, scores=saved.scores, mask=saved.mask, tasks=saved.tasks
+    )
+    assert again["auc"]["referable_dr"] == pytest.approx(report["auc"]["referable_dr"])
     low, high = report["auc_ci"]["referable_dr"]
     assert low <= report["auc"]["referable_dr"] <= high
     assert report["bootstrap_samples"] == 40 and report["num_examples"] > 0

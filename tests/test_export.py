@@ -145,3 +145,42 @@ def test_export_cli(exported, tmp_path):
     assert (tmp_path / "tiny" / "1" / "saved_model.pb").exists()
     assert second["error"].startswith("UsageError") and "already exists" in second["error"]
     assert bad["error"].startswith("UsageError") and "--name" in bad["error"]
+
+
+@pytest.mark.slow
+def test_softmax_run_exports_softmax_probabilities(tmp_path_factory, tmp_path):
+    """A softmax-trained run serves a softmax over its classes; evaluation reads the loss."""
+    from transfusion_tf.training import evaluation
+
+    natural = helpers.tiny_dataset(tmp_path_factory, kind="natural")
+    workdir = str(tmp_path / "softmax_run")
+    trainer.train_and_evaluate(
+        helpers.tiny_config(natural, workdir, train_steps=2, eval_every_steps=2)
+    )
+    path = saved_model.export_saved_model(
+        workdir=workdir, export_dir=str(tmp_path / "savedmodels"), name="natural", version=1
+    )
+    cfg, model = trainer.load_run_model(workdir)
+    assert cfg.train.loss == "softmax" and saved_model.load_loss(path) == "softmax"
+    images = np.random.default_rng(0).random((3, helpers.IMAGE_SIZE, helpers.IMAGE_SIZE, 3))
+    images = tf.constant(images, tf.float32)
+    loaded = tf.saved_model.load(path)
+    got = loaded.signatures["serving_images"](images=images)["probabilities"].numpy()
+    want = tf.nn.softmax(model(images, training=False)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    blobs = [encode.encode_png((np.asarray(i) * 255).astype(np.uint8)) for i in images]
+    served = loaded.signatures["serving_default"](image_bytes=tf.constant(blobs))["probabilities"]
+    np.testing.assert_allclose(served.numpy().sum(axis=1), 1.0, atol=1e-5)
+    with open(os.path.join(path, "assets", "provenance.json")) as f:
+        assert json.load(f)["loss"] == "softmax"
+    for source in ({"saved_model": path}, {"workdir": workdir}):
+        report = evaluation.evaluate(
+            dataset_dir=natural,
+            split="test",
+            output_dir=str(tmp_path / "eval"),
+            bootstrap_samples=5,
+            **source,
+        )
+        assert report["loss_function"] == "softmax"
+        assert 0.0 <= report["top1_accuracy"] <= report["top5_accuracy"] <= 1.0

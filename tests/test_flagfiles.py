@@ -76,6 +76,8 @@ def test_flagfile_parses_with_the_real_flags(train_flags, path):
     name = os.path.basename(path)
     if name.startswith("retina5k_"):
         assert int(fv.train_examples) == 5000
+    if name.startswith("imagenet_"):
+        assert fv.loss == "softmax", path  # the source task: a softmax over ImageNet's classes
     if fv.source_weights and fv.source_weights != "imagenet":
         # CBR transfer loads the workdir of the grid's source pretraining run.
         stem = fv.source_weights.split("/")[1]

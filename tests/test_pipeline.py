@@ -80,11 +80,72 @@ def test_train_examples_subset_is_seeded_and_shard_independent(fundus_dir, tmp_p
     )
     subsets = []
     for directory in (fundus_dir, other):
-        ds = _build(directory, training=True, train_examples=10, batch_size=5, seed=4)
+        ds = _build(
+            directory, training=True, repeat=False, train_examples=10, batch_size=5, subset_seed=4
+        )
         subsets.append(set(_ids(ds, 20)))
     assert len(subsets[0]) == 10 and subsets[0] == subsets[1]
-    ds = _build(fundus_dir, training=True, train_examples=10, batch_size=5, seed=5)
+    ds = _build(fundus_dir, training=True, train_examples=10, batch_size=5, subset_seed=5)
     assert set(_ids(ds, 20)) != subsets[0]
+
+
+def test_subset_seed_alone_draws_the_subset(fundus_dir):
+    """--seed (and a resumed run's seed + step) orders the subset, never changes it."""
+    want = pipeline.train_subset_ids(fundus_dir, num_examples=10, subset_seed=2)
+    assert len(want) == 10 and want == sorted(want)
+    for seed in (0, 1, 1 + 40):  # two seeds, and seed 1 resumed at step 40
+        ds = _build(
+            fundus_dir,
+            training=True,
+            repeat=False,  # one pass over the subset: each id exactly once
+            train_examples=10,
+            batch_size=5,
+            seed=seed,
+            subset_seed=2,
+        )
+        ids = _ids(ds, 100)
+        assert len(ids) == 10 and sorted(ids) == want, seed
+    assert pipeline.train_subset_ids(fundus_dir, num_examples=10, subset_seed=3) != want
+
+
+def test_select_subset_is_a_pure_function_of_the_ids():
+    ids = np.array([f"patient{i}/eye{i % 2}".encode() for i in range(50)], dtype=object)
+    scan = {"example_id": ids}
+    chosen = set(ids[pipeline.select_subset(scan, num_examples=7, subset_seed=11)])
+    order = np.random.default_rng(0).permutation(len(ids))
+    shuffled = {"example_id": ids[order]}
+    again = set(
+        shuffled["example_id"][pipeline.select_subset(shuffled, num_examples=7, subset_seed=11)]
+    )
+    assert len(chosen) == 7 and chosen == again
+    other = set(ids[pipeline.select_subset(scan, num_examples=7, subset_seed=12)])
+    assert other != chosen
+    # A larger subset of one subset_seed holds the smaller one (the N lowest scores).
+    larger = set(ids[pipeline.select_subset(scan, num_examples=20, subset_seed=11)])
+    assert chosen <= larger
+
+
+def test_subset_is_split_between_input_contexts(fundus_dir):
+    """Under mirrored / multi-worker input sharding the pipelines together train on the subset."""
+    want = pipeline.train_subset_ids(fundus_dir, num_examples=12, subset_seed=1)
+    seen = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+        )
+        ds = _build(
+            fundus_dir,
+            training=True,
+            train_examples=12,
+            subset_seed=1,
+            seed=3,  # every worker builds with the same seed
+            repeat=False,  # one pass: each of the pipeline's ids exactly once
+            batch_size=2,  # one example per replica: no partial batch is dropped
+            input_context=context,
+        )
+        seen.append(_ids(ds, 100))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == want
 
 
 def test_balanced_sampling_ratio(tmp_path):
@@ -126,6 +187,10 @@ def test_bad_inputs(fundus_dir, tmp_path):
         _build(fundus_dir, training=True, augment="heavy")
     with pytest.raises(ValueError, match="train_examples=1000 exceeds"):
         _build(fundus_dir, training=True, train_examples=1000)
+    with pytest.raises(ValueError, match="subset_seed must be >= 0, got -1"):
+        _build(fundus_dir, training=True, train_examples=10, subset_seed=-1)
+    with pytest.raises(ValueError, match="train_examples=1000 exceeds"):
+        pipeline.train_subset_ids(fundus_dir, num_examples=1000, subset_seed=0)
     with pytest.raises(info_lib.DatasetError, match="split 'holdout' not in"):
         _build(fundus_dir, split="holdout", training=False)
 

@@ -108,12 +108,28 @@ def test_fundus_and_natural_datasets(tmp_path):
     )
     assert info["tasks"] == ["referable_dr", "dr_grade_4"]
     assert info["source_format"] == "synthetic_fundus" and info["image_encoding"] == "png"
+    assert info["single_label"] is False
     info = synthetic.write_synthetic_dataset(
         kind="natural", output_dir=str(tmp_path / "n"), num_examples=24, image_size=16
     )
     assert len(info["tasks"]) == 12
     total = sum(sum(s["positives"].values()) for s in info["splits"].values())
     assert total == 24  # one-hot: exactly one positive per image
+    assert info["single_label"] is True  # mutually exclusive classes: softmax under --loss=auto
+    grades = [f"dr_grade_{g}" for g in range(5)]
+    info = synthetic.write_synthetic_dataset(
+        kind="fundus", output_dir=str(tmp_path / "g"), num_examples=10, image_size=16, tasks=grades
+    )
+    assert info["single_label"] is True
+    # A subset of the classes leaves images with no class: not single-label.
+    info = synthetic.write_synthetic_dataset(
+        kind="natural",
+        output_dir=str(tmp_path / "n3"),
+        num_examples=24,
+        image_size=16,
+        tasks=list(synthetic.NATURAL_CLASSES[:3]),
+    )
+    assert info["single_label"] is False
 
 
 def test_bad_arguments(tmp_path):

@@ -40,7 +40,7 @@ def test_scalar_tags_and_steps(events):
     ):
         assert tag in tags, tag
     assert _steps(events, "train/loss") == [3, 6]
-    assert _steps(events, "eval/auc_mean") == [3, 6]
+    assert _steps(events, "eval/auc_mean") == [0, 3, 6]  # the init is evaluated too
     value = float(tensor_util.make_ndarray(events.Tensors("eval/auc_mean")[-1].tensor_proto))
     assert 0.0 <= value <= 1.0
 

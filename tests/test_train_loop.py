@@ -203,3 +203,61 @@ def test_deferred_augmentation_in_the_step_trains_like_host_augmentation(tmp_pat
         assert not np.allclose(weights[defer][0], initial[0])  # the kernel was updated
     for host, deferred in zip(weights[False], weights[True], strict=True):
         np.testing.assert_allclose(deferred, host, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
+def test_eval_loss_is_the_train_step_loss_on_the_same_batch(loss):
+    """The trainer's eval record takes its loss from the training loss function itself."""
+    import types
+
+    from transfusion_tf.training import trainer
+
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+    if loss == "softmax":
+        labels = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 16)]
+    else:
+        labels = rng.integers(0, 2, (16, 2)).astype(np.float32)
+    mask = np.ones_like(labels)
+    mask[2, 0] = mask[5, 1] = 0.0  # unknown labels: masked (sigmoid) / example left out (softmax)
+    batch = {"image": images, "labels": labels, "mask": mask}
+    ds = tf.data.Dataset.from_tensor_slices(batch).batch(16)
+    strategy = strategy_lib.make_strategy("one_device")
+    with strategy.scope():
+        model = _tiny_model()
+        opt = optim.make_optimizer(name="sgd", learning_rate=0.0, momentum=0.0)
+        opt.build(model.trainable_variables)
+    train_loop = loop.make_train_loop(
+        strategy=strategy,
+        model=model,
+        optimizer=opt,
+        global_batch_size=16,
+        loss=loss,
+        class_weights=(1.0, 2.5),
+    )
+    train_loss = float(
+        train_loop(iter(strategy.experimental_distribute_dataset(ds)), tf.constant(1))
+    )
+    run = types.SimpleNamespace(
+        cfg=types.SimpleNamespace(train=types.SimpleNamespace(loss=loss, class_weights=(1.0, 2.5))),
+        predict=loop.make_logits_fn(model),
+        tasks=["a", "b"],
+    )
+    record = trainer._Run.evaluate(run, 0, ds)
+    assert record["loss"] == pytest.approx(train_loss, rel=1e-5)
+    assert ("top1_accuracy" in record) == (loss == "softmax")
+    assert "top5_accuracy" not in record  # 2 classes
+
+
+def test_threshold_settings_are_validated_naming_the_flag(tmp_path_factory, tmp_path):
+    import test_train_helpers as helpers
+
+    from transfusion_tf.training import trainer
+
+    data = helpers.tiny_dataset(tmp_path_factory)
+    cfg = helpers.tiny_config(data, str(tmp_path / "w"))
+    trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("referable_dr",))))
+    with pytest.raises(ValueError, match="--threshold_rule must be one of first, sustained"):
+        trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_rule="median")))
+    with pytest.raises(ValueError, match=r"--threshold_tasks names tasks \['Edema'\]"):
+        trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("Edema",))))

@@ -63,6 +63,29 @@ def test_write_dataset_counts_and_layout(tmp_path):
     assert len(info_lib.split_files(str(tmp_path), "train")) == 3
 
 
+def _one_hot_example(i, cls):
+    return dict(_example(i), labels=[float(cls == 0), float(cls == 1)], mask=[1.0, 1.0])
+
+
+def test_single_label_is_recorded_only_when_every_example_is_one_hot(tmp_path):
+    one_hot = {"train": [_one_hot_example(i, i % 2) for i in range(6)]}
+    assert _write(tmp_path / "a", splits=one_hot, single_label=True)["single_label"] is True
+    assert info_lib.is_single_label(info_lib.load_dataset_info(str(tmp_path / "a")))
+    assert _write(tmp_path / "b", splits=one_hot)["single_label"] is False  # not declared
+    # Declared, but example 0 has no class and example 9 two: recorded multi-label.
+    broken = [dict(_one_hot_example(0, 0), labels=[0.0, 0.0]), _example(9)]
+    info = _write(
+        tmp_path / "c", splits={"train": broken + one_hot["train"][2:]}, single_label=True
+    )
+    assert info["single_label"] is False
+    # Older directories without the key read as multi-label.
+    path = tmp_path / "a" / "dataset_info.json"
+    old = json.loads(path.read_text())
+    del old["single_label"]
+    path.write_text(json.dumps(old))
+    assert not info_lib.is_single_label(info_lib.load_dataset_info(str(tmp_path / "a")))
+
+
 def test_info_is_written_after_all_shards(tmp_path, monkeypatch):
     real = info_lib.write_dataset_info
     seen = {}

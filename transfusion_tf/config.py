@@ -71,6 +71,7 @@ class DataConfig(ConfigBase):
     batch_size: int = 32
     augment: str = "default"  # a name of data.augment.AUGMENT_POLICIES
     train_examples: int | None = None
+    subset_seed: int = 0  # draws the train_examples subset; independent of `seed`
     balanced: bool = False
     cache: bool = False
     shuffle_buffer: int = 2048
@@ -121,9 +122,13 @@ class TrainConfig(ConfigBase):
     steps_per_loop: int = 10
     checkpoint_every_steps: int = 100
     auc_thresholds: tuple[float, ...] = (0.91,)
+    # A crossing must hold at the next eval too ("sustained") or may be one eval ("first").
+    threshold_rule: str = "sustained"
+    threshold_tasks: tuple[str, ...] = ()  # tasks whose mean AUC is thresholded; () = all
     strategy: str = "auto"
     precision: str = "float32"
     class_weights: tuple[float, ...] | None = None
+    loss: str = "auto"  # "auto" | "sigmoid" | "softmax"; config.json holds the resolved one
     deterministic: bool = False
     seed: int = 0
 

@@ -4,14 +4,18 @@ Stages, each logged with its duration:
   1. synthetic datasets (SPEC D4): `synthetic_natural`, a many-class texture/shape task that
      stands in for ImageNet here, and `synthetic_fundus` with the referable-DR task;
   2. a small CBR "source" model trained on `synthetic_natural` (our stand-in for ImageNet
-     pretraining) and its per-tensor statistics file (for Mean Var);
+     pretraining; a single-label dataset, so `--loss=auto` trains it with a softmax over its
+     classes, as a model is trained on ImageNet) and its per-tensor statistics file (for
+     Mean Var);
   3. the target runs on `synthetic_fundus`, one per init and seed: random, transfer from the
      source (init=imagenet with the source workdir as --source_weights), meanvar from the
      statistics file, weight transfusion at two cut points, and gabor;
-  4. evaluation of every run's best weights on the test split;
+  4. evaluation of every run's best weights on the test split (into the run's workdir, where
+     the report's paired comparisons find it);
   5. export of the best run to `<export_dir>/demo/1` and a reload check of the SavedModel;
   6. the representational analyses (Fig. 2, 3, 5 equivalents and the weight change);
-  7. `report.md` with tables, computed findings and figures (transfusion_tf.report).
+  7. `report.md` with tables, paired comparisons with random and figures
+     (transfusion_tf.report); the demo's own questions are answered by the same comparisons.
 Every run logs to TensorBoard under `<output_dir>/runs`, so
 `tensorboard --logdir <output_dir>/runs` compares them all.
 """
@@ -37,8 +41,7 @@ from transfusion_tf.data import info as info_lib
 from transfusion_tf.data import schema, synthetic
 from transfusion_tf.export import saved_model
 from transfusion_tf.init import stats as stats_lib
-from transfusion_tf.report import build_report, tables
-from transfusion_tf.report import report as report_lib
+from transfusion_tf.report import build_report, compare, tables
 from transfusion_tf.training import evaluation, trainer
 from transfusion_tf.training import metrics as metrics_lib
 
@@ -272,30 +275,26 @@ def _test_table(test: dict[str, dict[str, Any]], labels: Sequence[str], seeds: S
     return tables.markdown_table(["init", "seeds", "test mean AUC (best weights)"], body), rows
 
 
-def headline(
-    test_rows: Sequence[dict[str, Any]],
-    steps_rows: Sequence[dict[str, Any]],
-    thresholds: Sequence[str],
-) -> list[str]:
-    """The demo's two questions answered from the numbers: speed of meanvar, AUC of transfer."""
+def headline(comparisons: Sequence[dict[str, Any]], thresholds: Sequence[str]) -> list[str]:
+    """The demo's questions answered by the paired comparisons with random (`report.compare`)."""
+    rows = {(r["init"].split(" ")[0], r["metric"]): r for r in comparisons}
     out = []
-    steps = {r["init"].split(" ")[0]: r for r in steps_rows}
     for t in thresholds:
-        if "random" in steps and "meanvar" in steps:
+        metric = compare.steps_metric(t)
+        if ("meanvar", metric) in rows:
             out.append(
                 "Does Mean Var reach the threshold sooner than random here? "
-                + report_lib.compare_steps(steps["random"], steps["meanvar"], t)
+                + compare.sentence(rows["meanvar", metric])
             )
-        if "random" in steps and "transfer" in steps:
+        if ("transfer", metric) in rows:
             out.append(
                 "Does transfer from the source model converge faster? "
-                + report_lib.compare_steps(steps["random"], steps["transfer"], t)
+                + compare.sentence(rows["transfer", metric])
             )
-    test = {r["init"]: r for r in test_rows}
-    if "random" in test and "transfer" in test:
+    if ("transfer", compare.TEST_AUC) in rows:
         out.append(
             "Does transfer change the final AUC (test split)? "
-            + report_lib.compare_auc(test["random"], test["transfer"])
+            + compare.sentence(rows["transfer", compare.TEST_AUC])
         )
     return out
 
@@ -397,15 +396,14 @@ def run_demo(
 
     timer.stage("3. target runs on synthetic_fundus", train_targets)
 
-    eval_dir = os.path.join(output_dir, "evaluation", mode)
-
     def evaluate_all() -> dict[str, dict[str, Any]]:
         out = {}
         for name, workdir in workdirs.items():
+            # Into the workdir (transfusion-evaluate's default), where the report finds it.
             out[name] = evaluation.evaluate(
                 dataset_dir=fundus_dir,
                 split="test",
-                output_dir=os.path.join(eval_dir, name),
+                output_dir=os.path.join(workdir, compare.EVALUATION_DIR),
                 workdir=workdir,
                 weights="best",
                 bootstrap_samples=200,
@@ -481,8 +479,9 @@ def run_demo(
     def write_report():
         thresholds = [metric_key(t) for t in settings.auc_thresholds]
         runs, _ = tables.find_runs([os.path.join(runs_dir, "fundus_*")])
-        steps = tables.steps_rows(tables.group_runs(runs))
-        answers = headline(test_rows, steps, thresholds)
+        # The same comparisons (same bootstrap seed) as the report's table.
+        comparisons = compare.comparison_rows(tables.group_runs(runs))
+        answers = headline(comparisons, thresholds)
         intro = "\n".join(
             [
                 STAND_IN_NOTE,
@@ -492,8 +491,11 @@ def run_demo(
                 f"{list(settings.widths)}; {settings.target_steps} {settings.optimizer} steps per "
                 f"run (learning rate {settings.learning_rate}, the same for every init), seeds "
                 f"{list(settings.seeds)}; source model trained {settings.source_steps} steps on "
-                f"`synthetic_natural` ({len(natural_tasks)} classes, final validation mean AUC "
-                f"{_num(source_results['final_auc_mean'])}). {source_quality(source_results)}",
+                f"`synthetic_natural` ({len(natural_tasks)} classes, "
+                f"{source_results.get('loss_function', 'sigmoid')} loss, final validation top-1 "
+                f"accuracy {_num(source_results.get('final_top1_accuracy'))}, mean one-vs-rest "
+                f"AUC {_num(source_results['final_auc_mean'])}). "
+                f"{source_quality(source_results)}",
                 "",
                 "### What this run found",
                 "",
@@ -509,21 +511,25 @@ def run_demo(
             f"images to probabilities of shape {exported['probabilities_shape']}."
         )
         tb_md = f"`tensorboard --logdir {output_dir}` shows every run (and the analyses)."
-        return build_report(
-            workdirs=[os.path.join(runs_dir, "fundus_*")],
-            output_dir=output_dir,
-            title="Transfusion demo",
-            analysis_dirs=analysis_dirs,
-            intro=intro,
-            extra_sections=[
-                ("Test split", test_md),
-                ("SavedModel", export_md),
-                ("TensorBoard", tb_md),
-                ("Timings (before this report)", timing_md),
-            ],
-        ), answers
+        return (
+            build_report(
+                workdirs=[os.path.join(runs_dir, "fundus_*")],
+                output_dir=output_dir,
+                title="Transfusion demo",
+                analysis_dirs=analysis_dirs,
+                intro=intro,
+                extra_sections=[
+                    ("Test split", test_md),
+                    ("SavedModel", export_md),
+                    ("TensorBoard", tb_md),
+                    ("Timings (before this report)", timing_md),
+                ],
+            ),
+            answers,
+            comparisons,
+        )
 
-    report, answers = timer.stage("7. report", write_report)
+    report, answers, comparisons = timer.stage("7. report", write_report)
     summary = {
         "mode": mode,
         "report": report.markdown_path,
@@ -531,8 +537,11 @@ def run_demo(
         "tensorboard_root": output_dir,
         "headline": answers,
         "findings": list(report.findings),
+        "comparisons": comparisons,
         "test": test_rows,
         "source_final_auc_mean": source_results["final_auc_mean"],
+        "source_loss_function": source_results.get("loss_function"),
+        "source_final_top1_accuracy": source_results.get("final_top1_accuracy"),
         "stage_seconds": timer.seconds,
         "total_seconds": timer.total(),
     }

@@ -15,7 +15,7 @@ from absl import app, flags
 from transfusion_tf import config
 from transfusion_tf.cli import common
 from transfusion_tf.data import augment
-from transfusion_tf.training import optim
+from transfusion_tf.training import losses, metrics, optim
 from transfusion_tf.training import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
@@ -28,7 +28,16 @@ flags.DEFINE_integer("channels", 3, "Model input channels (1 or 3).")
 flags.DEFINE_enum(
     "augment", "default", list(augment.AUGMENT_POLICIES), "Train-time augmentation policy."
 )
-flags.DEFINE_integer("train_examples", None, "Train on a seeded subset of N examples.")
+flags.DEFINE_integer(
+    "train_examples", None, "Train on a subset of N examples, drawn by --subset_seed."
+)
+flags.DEFINE_integer(
+    "subset_seed",
+    config.DataConfig.subset_seed,
+    "Seed that alone draws the --train_examples subset: not --seed, nor the resume step, so "
+    "every seed, init and resumption trains on the same images by default. Set it per seed "
+    "for a different subset per seed.",
+)
 flags.DEFINE_bool("balanced", False, "Class-balanced sampling of the first task.")
 flags.DEFINE_bool("cache", False, "Cache decoded examples in memory.")
 flags.DEFINE_integer("shuffle_buffer", 2048, "Shuffle buffer size (examples).")
@@ -69,7 +78,28 @@ flags.DEFINE_integer(
     "checkpoint_every_steps", 100, "Backup for resume every N steps (and at evals)."
 )
 flags.DEFINE_list("auc_thresholds", ["0.91"], "Mean-AUC thresholds for steps_to_threshold.")
-flags.DEFINE_list("class_weights", None, "Per-task loss weights.")
+flags.DEFINE_list("class_weights", None, "Per-task (softmax: per-class) loss weights.")
+flags.DEFINE_enum(
+    "loss",
+    config.TrainConfig.loss,
+    list(losses.LOSSES),
+    "sigmoid: masked binary cross-entropy per task (multi-label); softmax: cross-entropy over "
+    "mutually exclusive classes (single-label datasets only); auto: softmax when the "
+    "dataset_info.json of --dataset_dir says single_label, else sigmoid (older datasets "
+    "without the field: sigmoid).",
+)
+flags.DEFINE_enum(
+    "threshold_rule",
+    config.TrainConfig.threshold_rule,
+    list(metrics.THRESHOLD_RULES),
+    "'sustained': a threshold counts as reached when it holds at the next eval too; 'first': "
+    "at the first eval that reaches it.",
+)
+flags.DEFINE_list(
+    "threshold_tasks",
+    list(config.TrainConfig.threshold_tasks),
+    "Tasks whose mean AUC the thresholds apply to (e.g. Consolidation); empty: all tasks.",
+)
 flags.DEFINE_enum("strategy", "auto", list(strategy_lib.STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_enum("precision", "float32", list(optim.PRECISIONS), "Compute precision.")
 flags.DEFINE_bool("deterministic", False, "Op determinism + deterministic input order.")
@@ -111,6 +141,7 @@ def config_from_flags() -> config.RunConfig:
             batch_size=FLAGS.batch_size,
             augment=FLAGS.augment,
             train_examples=FLAGS.train_examples,
+            subset_seed=FLAGS.subset_seed,
             balanced=FLAGS.balanced,
             cache=FLAGS.cache,
             shuffle_buffer=FLAGS.shuffle_buffer,
@@ -139,9 +170,12 @@ def config_from_flags() -> config.RunConfig:
             steps_per_loop=FLAGS.steps_per_loop,
             checkpoint_every_steps=FLAGS.checkpoint_every_steps,
             auc_thresholds=thresholds,
+            threshold_rule=FLAGS.threshold_rule,
+            threshold_tasks=tuple(FLAGS.threshold_tasks),
             strategy=FLAGS.strategy,
             precision=FLAGS.precision,
             class_weights=common.parse_floats("class_weights", FLAGS.class_weights),
+            loss=FLAGS.loss,
             deterministic=FLAGS.deterministic,
             seed=FLAGS.seed,
         ),
@@ -163,6 +197,7 @@ def main(argv: list[str]) -> None:
         common.fail(str(err))
     summary = {k: results.get(k) for k in ("final_auc_mean", "best_auc_mean", "best_step")}
     summary["steps_to_threshold"] = results.get("steps_to_threshold")
+    summary["auc_curve_area"] = results.get("auc_curve_area")
     summary["train_steps"] = results.get("train_steps")
     print(json.dumps(summary, sort_keys=True))
 

@@ -3,9 +3,12 @@
 A dataset directory holds shards `<split>-NNNNN-of-MMMMM.tfrecord` and `dataset_info.json`
 with keys schema_version, source_format, tasks (names in label-vector order), label_policy,
 image_encoding, bit_depth (the largest bits per sample of the stored images, 8 or 16; absent
-in older directories, read as 16, which holds any image), splits {split: {num_examples,
-labelled {task: int}, positives {task: int}}} and skipped [{path, reason}]. The info file is
-written last, so its presence means the shards it describes are complete.
+in older directories, read as 16, which holds any image), single_label (true when the tasks
+are mutually exclusive classes and every example of every split has exactly one positive and
+no unknown label, as checked by the writer; absent in older directories, read as false:
+multi-label, so `--loss=auto` trains them with per-task sigmoids), splits {split:
+{num_examples, labelled {task: int}, positives {task: int}}} and skipped [{path, reason}]. The
+info file is written last, so its presence means the shards it describes are complete.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ def pixel_dtype(info: dict[str, Any]):
     import tensorflow as tf
 
     return tf.uint8 if int(info.get("bit_depth", 16)) <= 8 else tf.uint16
+
+
+def is_single_label(info: dict[str, Any]) -> bool:
+    """True for a single-label dataset (mutually exclusive classes, one-hot labels).
+
+    Older directories without the "single_label" key read as multi-label.
+    """
+    return bool(info.get("single_label", False))
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:

@@ -26,9 +26,14 @@ pipeline batches `get_per_replica_batch_size(batch_size)` and reads the files
 sharded instead).
 
 The `train_examples=N` subset (the paper's 5,000-image regime) is chosen by example id, not by
-position: every id gets a score, the first 8 bytes of BLAKE2b(id, key=seed), and the N ids with
-the lowest scores are kept. So a seed picks the same N examples whatever the shard count or file
-order. Choosing them reads the ids and labels of the split once (no image decoding).
+position: every id gets a score, the first 8 bytes of BLAKE2b(id, key=subset_seed), and the N
+ids with the lowest scores are kept (`select_subset`, a pure function of the ids, N and
+`subset_seed`). `subset_seed` alone draws it, not `seed` (which orders and augments the
+examples, and is moved on by a resumed run): the same `subset_seed` picks the same N examples
+for every seed, init and resumption, whatever the shard count, file order or input-context
+sharding (the ids of the whole split are scored, then each input pipeline keeps the chosen ids
+among its records). Choosing them reads the ids and labels of the split once per process (no
+image decoding; `train_subset_ids` and `build_dataset` share the reading).
 
 `balanced=True` draws positives and negatives of the first task with equal probability
 (`sample_from_datasets` over two filtered streams; "negative" = not a labelled positive).
@@ -37,6 +42,7 @@ order. Choosing them reads the ids and labels of the split once (no image decodi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 
@@ -94,9 +100,9 @@ def deferred_augment(
     return DeferredAugment(image_size=image_size, preprocess_mode=preprocess_mode, params=params)
 
 
-def subset_score(example_id: bytes, seed: int) -> int:
+def subset_score(example_id: bytes, subset_seed: int) -> int:
     """The seeded score that ranks example ids for the train_examples subset."""
-    key = seed.to_bytes(8, "little", signed=True)
+    key = subset_seed.to_bytes(8, "little", signed=True)
     return int.from_bytes(hashlib.blake2b(example_id, digest_size=8, key=key).digest(), "little")
 
 
@@ -122,10 +128,64 @@ def scan_labels(files: list[str], *, num_tasks: int) -> dict[str, np.ndarray]:
     }
 
 
-def select_subset(scan: dict[str, np.ndarray], *, num_examples: int, seed: int) -> np.ndarray:
-    """Indices into `scan` of the `num_examples` ids with the lowest seeded scores."""
-    scores = np.array([subset_score(i, seed) for i in scan["example_id"]], dtype=np.uint64)
+def _file_key(files: list[str]) -> tuple[tuple[str, int, int], ...]:
+    stats = [os.stat(f) for f in files]
+    return tuple((f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats, strict=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_scan(key: tuple[tuple[str, int, int], ...], num_tasks: int) -> dict[str, np.ndarray]:
+    return scan_labels([f for f, _, _ in key], num_tasks=num_tasks)
+
+
+def scan_split(dataset_dir: str, split: str) -> dict[str, np.ndarray]:
+    """`scan_labels` of a whole split, read once per process while its shards are unchanged."""
+    info = info_lib.load_dataset_info(dataset_dir)
+    files = info_lib.split_files(dataset_dir, split)
+    scan = _cached_scan(_file_key(files), len(info["tasks"]))
+    return {k: v.copy() for k, v in scan.items()}
+
+
+def select_subset(
+    scan: dict[str, np.ndarray], *, num_examples: int, subset_seed: int
+) -> np.ndarray:
+    """Indices into `scan` of the `num_examples` ids with the lowest scores under `subset_seed`.
+
+    A pure function of the ids, `num_examples` and `subset_seed`: the order of the ids (shard
+    count, file order) does not change which ids are chosen.
+    """
+    scores = np.array([subset_score(i, subset_seed) for i in scan["example_id"]], dtype=np.uint64)
     return np.sort(np.argsort(scores, kind="stable")[:num_examples])
+
+
+def train_subset_ids(
+    dataset_dir: str, *, num_examples: int, subset_seed: int, split: str = "train"
+) -> list[bytes]:
+    """The sorted example ids of the `train_examples=num_examples` subset of `split`.
+
+    Exactly the ids `build_dataset(..., train_examples=num_examples, subset_seed=subset_seed)`
+    trains on; the trainer records them in the workdir.
+    """
+    _check_subset_args(num_examples, subset_seed)
+    scan = scan_split(dataset_dir, split)
+    _check_subset_size(num_examples, len(scan["example_id"]), dataset_dir, split)
+    chosen = select_subset(scan, num_examples=num_examples, subset_seed=subset_seed)
+    return sorted(bytes(i) for i in scan["example_id"][chosen])
+
+
+def _check_subset_args(train_examples: int | None, subset_seed: int) -> None:
+    if train_examples is not None and train_examples < 1:
+        raise ValueError(f"train_examples must be >= 1, got {train_examples}")
+    if subset_seed < 0:
+        raise ValueError(f"subset_seed must be >= 0, got {subset_seed}")
+
+
+def _check_subset_size(train_examples: int, available: int, dataset_dir: str, split: str) -> None:
+    if train_examples > available:
+        raise ValueError(
+            f"train_examples={train_examples} exceeds the {available} examples of "
+            f"split {split!r} in {dataset_dir}"
+        )
 
 
 def _where(file: tf.Tensor, example_id: tf.Tensor) -> tf.Tensor:
@@ -144,6 +204,7 @@ def build_dataset(
     seed: int = 0,
     augment: str = "default",
     train_examples: int | None = None,
+    subset_seed: int = 0,
     balanced: bool = False,
     cache: bool = False,
     deterministic: bool = False,
@@ -161,6 +222,8 @@ def build_dataset(
     `deterministic=True` gives the same element order on every run: two datasets built with the
     same arguments yield the same batches. `defer_augment=True` leaves the augmentation of
     augmented training batches to `DeferredAugment` (see the module docstring).
+    `train_examples=N` keeps the N examples `subset_seed` draws (`train_subset_ids`); `seed`
+    orders, samples and augments them.
     """
     info = info_lib.load_dataset_info(dataset_dir)
     preprocess_lib.check_mode(preprocess_mode)
@@ -170,8 +233,7 @@ def build_dataset(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {image_size}")
-    if train_examples is not None and train_examples < 1:
-        raise ValueError(f"train_examples must be >= 1, got {train_examples}")
+    _check_subset_args(train_examples, subset_seed)
     files = info_lib.split_files(dataset_dir, split)
     if not files:
         raise info_lib.DatasetError(f"split {split!r} of {dataset_dir} has no examples")
@@ -203,15 +265,13 @@ def build_dataset(
     keep_table = None
     positives = None
     if train_examples is not None or balanced:
-        scan = scan_labels(info_lib.split_files(dataset_dir, split), num_tasks=num_tasks)
+        # The whole split is scored, before any sharding: the subset does not depend on the
+        # shard count or on the input pipeline this is.
+        scan = scan_split(dataset_dir, split)
         chosen = np.arange(len(scan["example_id"]))
         if train_examples is not None:
-            if train_examples > len(chosen):
-                raise ValueError(
-                    f"train_examples={train_examples} exceeds the {len(chosen)} examples of "
-                    f"split {split!r} in {dataset_dir}"
-                )
-            chosen = select_subset(scan, num_examples=train_examples, seed=seed)
+            _check_subset_size(train_examples, len(chosen), dataset_dir, split)
+            chosen = select_subset(scan, num_examples=train_examples, subset_seed=subset_seed)
             keep_table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
                     tf.constant(scan["example_id"][chosen], tf.string),

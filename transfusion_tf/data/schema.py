@@ -3,12 +3,18 @@
 One `tf.train.Example` per image holds the encoded image (PNG 8/16-bit or JPEG), its height,
 width and channels, a stable example id, a patient id (for leakage-free splits), a float label
 vector `[num_tasks]` and a float mask vector `[num_tasks]` (1 = label known, 0 = unknown).
+
+In a single-label dataset (`dataset_info.json` "single_label": true) the tasks are mutually
+exclusive classes and every label vector is one-hot: every label known, exactly one positive
+(>= 0.5). `is_one_hot` is that test, shared by the writer (which checks it before recording
+the field), the softmax loss and the top-k accuracy (which leave other examples out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 SCHEMA_VERSION = 1
@@ -21,6 +27,13 @@ EXAMPLE_ID_KEY = "example/id"
 PATIENT_ID_KEY = "patient/id"
 LABELS_KEY = "labels"
 MASK_KEY = "mask"
+
+
+def is_one_hot(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """bool [N]: rows of labels/mask [N, T] with every label known and exactly one positive."""
+    labels, mask = np.asarray(labels), np.asarray(mask)
+    known = np.all(mask > 0, axis=-1)
+    return known & (np.sum((labels >= 0.5) & (mask > 0), axis=-1) == 1)
 
 
 def _bytes(value: bytes) -> tf.train.Feature:

@@ -725,4 +725,7 @@ def write_synthetic_dataset(
         image_encoding="png",
         split_stats={split: writers[split].stats for split in splits},
         extra={"synthetic": {"kind": kind, "seed": seed, "image_size": image_size}},
+        # Natural classes and the one-hot DR grades are mutually exclusive (checked on write).
+        single_label=kind == "natural"
+        or (kind == "fundus" and all(t.startswith("dr_grade_") for t in tasks)),
     )

@@ -248,16 +248,20 @@ class ShardedWriter:
         )
 
 
-def read_back_stats(dataset_dir: str, split: str, tasks: Sequence[str]) -> tuple[SplitStats, set]:
+def read_back_stats(
+    dataset_dir: str, split: str, tasks: Sequence[str]
+) -> tuple[SplitStats, set, int]:
     """Counts examples, labelled and positives of a split's shards as read from disk.
 
-    Returns the stats and the set of example ids. Parses only ids, labels and masks.
+    Returns the stats, the set of example ids and the number of one-hot examples
+    (`schema.is_one_hot`). Parses only ids, labels and masks.
     """
     stats = SplitStats(tuple(tasks))
     ids: set[bytes] = set()
+    one_hot = 0
     files = info_lib.list_shards(dataset_dir, split)
     if not files:
-        return stats, ids
+        return stats, ids, one_hot
     ds = tf.data.TFRecordDataset(files).batch(1024)
     ds = ds.map(lambda s: schema.parse_labels(s, num_tasks=len(tasks)))
     for batch in ds.as_numpy_iterator():
@@ -268,7 +272,8 @@ def read_back_stats(dataset_dir: str, split: str, tasks: Sequence[str]) -> tuple
             stats.labelled[task] += int(known[:, t].sum())
             stats.positives[task] += int((known[:, t] & (labels[:, t] >= 0.5)).sum())
         ids.update(batch["example_id"].tolist())
-    return stats, ids
+        one_hot += int(schema.is_one_hot(labels, mask).sum())
+    return stats, ids, one_hot
 
 
 def finalize_dataset(
@@ -281,17 +286,24 @@ def finalize_dataset(
     split_stats: Mapping[str, SplitStats],
     skipped: Sequence[Mapping[str, str]] = (),
     extra: Mapping[str, Any] | None = None,
+    single_label: bool = False,
 ) -> dict[str, Any]:
     """Verifies the written shards against `split_stats`, then writes `dataset_info.json`.
 
     Every split is read back; a count that differs from what the writer recorded, or an
     example id that appears twice, raises DatasetIntegrityError and no info file is written.
-    Returns the info dict.
+    `single_label=True` says the tasks are mutually exclusive classes; the info records
+    "single_label": true only if there are at least 2 tasks and every example read back is
+    one-hot (a task subset of a class-folder dataset, say, leaves examples with no class:
+    recorded false, with a warning). Returns the info dict.
     """
     seen: dict[bytes, str] = {}
     splits: dict[str, Any] = {}
+    examples, one_hot = 0, 0
     for split, expected in split_stats.items():
-        actual, ids = read_back_stats(output_dir, split, tasks)
+        actual, ids, split_one_hot = read_back_stats(output_dir, split, tasks)
+        examples += actual.num_examples
+        one_hot += split_one_hot
         if actual.to_dict() != expected.to_dict():
             raise DatasetIntegrityError(
                 f"split {split!r} in {output_dir}: shards hold {actual.to_dict()}, "
@@ -309,6 +321,15 @@ def finalize_dataset(
     for item in skipped:
         if not {"path", "reason"} <= set(item):
             raise ValueError(f"skipped entries need 'path' and 'reason', got {dict(item)}")
+    if single_label and (len(tasks) < 2 or one_hot != examples):
+        logging.warning(
+            "%s: recorded as multi-label although its tasks are classes: %s",
+            output_dir,
+            f"{len(tasks)} task"
+            if len(tasks) < 2
+            else f"{examples - one_hot} of {examples} examples have not exactly one class",
+        )
+        single_label = False
     info: dict[str, Any] = {
         "schema_version": schema.SCHEMA_VERSION,
         "source_format": source_format,
@@ -316,6 +337,7 @@ def finalize_dataset(
         "label_policy": label_policy,
         "image_encoding": image_encoding,
         "bit_depth": max([8, *(s.bit_depth for s in split_stats.values())]),
+        "single_label": single_label,
         "splits": splits,
         "skipped": [dict(item) for item in skipped],
     }
@@ -340,6 +362,7 @@ def write_dataset(
     num_shards: int = 1,
     overwrite: bool = False,
     extra: Mapping[str, Any] | None = None,
+    single_label: bool = False,
 ) -> dict[str, Any]:
     """Writes every split (examples as `make_example` keyword dicts) and the info file.
 
@@ -362,4 +385,5 @@ def write_dataset(
         split_stats=stats,
         skipped=skipped,
         extra=extra,
+        single_label=single_label,
     )

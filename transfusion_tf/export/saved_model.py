@@ -2,7 +2,9 @@
 
 Signatures:
 - `serving_default`: `image_bytes` string [B] (encoded PNG 8/16-bit or JPEG, any size) ->
-  {"probabilities": float32 [B, T]}. Decoding and preprocessing call
+  {"probabilities": float32 [B, T]}: per-task sigmoids for a run trained with the sigmoid loss,
+  a softmax over the T classes (rows sum to 1) for a softmax-trained run (the run's
+  `train.loss`, recorded as "loss" in `assets/provenance.json`). Decoding and preprocessing call
   `transfusion_tf.data.preprocess.decode_and_preprocess`, the function the training input
   pipeline uses, so serving and training never drift.
 - `serving_images`: `images` float32 [B, S, S, C], already preprocessed exactly as that function
@@ -29,10 +31,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from transfusion_tf.training import trainer
+from transfusion_tf.training import losses, trainer
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_IMAGES = "serving_images"
+PROBABILITIES = {
+    "sigmoid": "one sigmoid per task (multi-label)",
+    "softmax": "softmax over the tasks as mutually exclusive classes (rows sum to 1)",
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -58,6 +64,7 @@ class ServingModule(tf.Module):
         image_size: int,
         channels: int,
         preprocess_mode: str,
+        loss: str = "sigmoid",
         assets: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
@@ -68,6 +75,7 @@ class ServingModule(tf.Module):
         self._image_size = image_size
         self._channels = channels
         self._mode = preprocess_mode
+        self._loss = loss
         self.asset_files = {k: tf.saved_model.Asset(v) for k, v in (assets or {}).items()}
         image_spec = tf.TensorSpec([image_size, image_size, channels], tf.float32)
         self.serve_bytes = tf.function(
@@ -83,8 +91,8 @@ class ServingModule(tf.Module):
         self._image_spec = image_spec
 
     def _probabilities(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = tf.cast(self.model(images, training=False), tf.float32)
-        return {"probabilities": tf.sigmoid(logits)}
+        logits = self.model(images, training=False)
+        return {"probabilities": losses.probabilities(logits, loss=self._loss)}
 
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.map_fn(
@@ -186,6 +194,8 @@ def export_saved_model(
                 _dumps(
                     {
                         "model": cfg.model.name,
+                        "loss": cfg.train.loss,
+                        "probabilities": PROBABILITIES[cfg.train.loss],
                         "init": cfg.init.to_dict(),
                         "source_file": (init_report or {}).get("source_file"),
                         "source_sha256": (init_report or {}).get("source_sha256"),
@@ -212,6 +222,7 @@ def export_saved_model(
             image_size=cfg.model.image_size,
             channels=cfg.model.channels,
             preprocess_mode=mode,
+            loss=cfg.train.loss,
             assets=assets,
         )
         os.makedirs(model_dir, exist_ok=True)
@@ -279,6 +290,18 @@ def load_tasks(saved_model_dir: str) -> list[str]:
         raise FileNotFoundError(f"{path} not found: not a transfusion-export SavedModel")
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def load_loss(saved_model_dir: str) -> str:
+    """The loss an exported model was trained with ("sigmoid" or "softmax").
+
+    From `assets/provenance.json`; exports from before the loss was recorded are "sigmoid".
+    """
+    path = os.path.join(saved_model_dir, "assets", "provenance.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: not a transfusion-export SavedModel")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("loss", "sigmoid")
 
 
 def load_preprocessing(saved_model_dir: str) -> dict[str, Any]:

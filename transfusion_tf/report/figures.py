@@ -1,4 +1,4 @@
-"""The report's figures: convergence curves with seed-spread bands and steps-to-threshold bars.
+"""The report's figures: convergence curves with seed-spread bands, median steps-to-threshold bars.
 
 Curves show the validation mean AUC from `eval_history.jsonl` against the training step, one
 line per init (mean over seeds) with a band of ± one sample sd, as the paper's Fig. 6 and its
@@ -94,7 +94,7 @@ def steps_figure(
     threshold: str,
     path: str,
 ) -> str | None:
-    """Bar chart of steps to `threshold` per init (mean ± sd; hatched = no seed reached it).
+    """Bar chart of the median steps to `threshold` per init (hatched: the median is censored).
 
     `rows` are `tables.steps_rows` rows. Returns the path, or None when the pair has no rows.
     """
@@ -102,27 +102,22 @@ def steps_figure(
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(rows) + 1.6))
-    labels, values, errors, hatches = [], [], [], []
+    labels, values, hatches = [], [], []
     for row in rows:
-        reached = row[f"reached@{threshold}"]
-        labels.append(f"{row['init']} ({reached}/{row['seeds']})")
-        if reached:
-            values.append(row[f"steps@{threshold}"])
-            errors.append(row[f"steps@{threshold}_sd"])
-            hatches.append("")
-        else:
-            values.append(row["train_steps"])
-            errors.append(0.0)
-            hatches.append("//")
+        censored = row[f"censored@{threshold}"]
+        labels.append(f"{row['init']} ({censored}/{censored + row[f'reached@{threshold}']} cens.)")
+        median = row[f"steps@{threshold}"]
+        values.append(row["train_steps"] if median is None else median)
+        hatches.append("//" if median is None or row[f"median_censored@{threshold}"] else "")
     y = np.arange(len(rows))
-    bars = ax.barh(y, values, xerr=errors, color="tab:blue", alpha=0.7)
+    bars = ax.barh(y, values, color="tab:blue", alpha=0.7)
     for bar, hatch in zip(bars, hatches, strict=True):
         if hatch:
             bar.set_hatch(hatch)
             bar.set_alpha(0.3)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"steps to validation mean AUC {threshold} (hatched: not reached)")
+    ax.set_xlabel(f"median steps to validation AUC {threshold} (hatched: censored, a lower bound)")
     ax.set_title(f"{model} on {dataset}")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

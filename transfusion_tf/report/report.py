@@ -1,10 +1,11 @@
 """`build_report`: the Markdown + PNG + CSV report over a glob of workdirs (SPEC X3).
 
-Sections: computed findings (each init against the random baseline of the same dataset and
-model: final AUC difference relative to the seed spread, and steps to each AUC threshold), the
-AUC table (mean ± sd over seeds, per task and macro mean), the steps-to-threshold table,
-convergence curves with spread bands, and the figures of `transfusion-analyze` output
-directories when given (similarity, filter grids, weight change).
+Sections: findings and the comparison table (every init against the baseline init of the same
+dataset and model, paired by seed: mean difference, 95 % bootstrap CI, n and a verdict word, by
+`compare`; also `comparisons.csv`), the AUC table (mean ± sd over seeds, per task and macro
+mean), the steps-to-threshold table (median over seeds with the censored count, and the AUC
+curve area), convergence curves with spread bands, and the figures of `transfusion-analyze`
+output directories when given (similarity, filter grids, weight change).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 from absl import logging
 
-from transfusion_tf.report import figures, tables
+from transfusion_tf.report import compare, figures, stats, tables
 
-BASELINE_INIT = "random"
+BASELINE_INIT = compare.BASELINE_INIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,97 +30,13 @@ class Report:
     markdown_path: str
     auc_csv: str
     steps_csv: str
+    comparisons_csv: str
     figures: tuple[str, ...]
     findings: tuple[str, ...]
     auc_rows: tuple[dict[str, Any], ...]
     steps_rows: tuple[dict[str, Any], ...]
+    comparison_rows: tuple[dict[str, Any], ...]
     skipped: tuple[str, ...]
-
-
-def _fmt(value: float | None, sd: float | None) -> str:
-    return tables.fmt_mean_sd(value, sd, scale=1.0, digits=3)
-
-
-def compare_auc(base: dict[str, Any], other: dict[str, Any]) -> str:
-    """One sentence comparing the final mean AUC of `other` with `base` (auc_rows rows)."""
-    if base["auc_mean"] is None or other["auc_mean"] is None:
-        return f"{other['init']}: final mean AUC undefined for one of the two inits."
-    delta = other["auc_mean"] - base["auc_mean"]
-    spread = (base["auc_mean_sd"] or 0.0) + (other["auc_mean_sd"] or 0.0)
-    where = "more than" if abs(delta) > spread else "within"
-    verdict = f"{where} the seed spread (sum of sds {spread:.3f})"
-    if abs(delta) < 5e-4:
-        difference = "the same to 3 decimals"
-    else:
-        difference = f"{'higher' if delta > 0 else 'lower'} by {abs(delta):.3f}, {verdict}"
-    return (
-        f"{other['init']}: final mean AUC {_fmt(other['auc_mean'], other['auc_mean_sd'])} vs "
-        f"{base['init']} {_fmt(base['auc_mean'], base['auc_mean_sd'])}: {difference}."
-    )
-
-
-def compare_steps(base: dict[str, Any], other: dict[str, Any], threshold: str) -> str:
-    """One sentence comparing steps to `threshold` of `other` with `base` (steps_rows rows)."""
-
-    def describe(row: dict[str, Any]) -> str:
-        n, seeds = row[f"reached@{threshold}"], row["seeds"]
-        if n == 0:
-            return f"never within {row['train_steps']} steps (0/{seeds} seeds)"
-        m, s = row[f"steps@{threshold}"], row[f"steps@{threshold}_sd"]
-        return f"in {m:.0f} ± {s:.0f} steps ({n}/{seeds} seeds)"
-
-    nb, no = base[f"reached@{threshold}"], other[f"reached@{threshold}"]
-    fb, fo = nb / base["seeds"], no / other["seeds"]
-    if no == 0 and nb == 0:
-        verdict = "neither reaches it"
-    elif fo != fb:
-        verdict = f"{other['init'] if fo > fb else base['init']} reaches it in more seeds"
-    else:
-        mb, mo = base[f"steps@{threshold}"], other[f"steps@{threshold}"]
-        if mo < mb:
-            verdict = f"{mb - mo:.0f} steps sooner ({(mb - mo) / mb:.0%} fewer)"
-        elif mo > mb:
-            verdict = f"{mo - mb:.0f} steps later ({(mo - mb) / mb:.0%} more)"
-        else:
-            verdict = "at the same step"
-    return (
-        f"{other['init']} reaches mean AUC {threshold} {describe(other)}; "
-        f"{base['init']} {describe(base)}: {verdict}."
-    )
-
-
-def findings(
-    auc_rows: Sequence[dict[str, Any]],
-    steps_rows: Sequence[dict[str, Any]],
-    thresholds: Sequence[str],
-    *,
-    baseline: str = BASELINE_INIT,
-) -> list[str]:
-    """Sentences computed from the numbers: every init vs `baseline` within (dataset, model).
-
-    Pairs without a baseline group get one sentence saying so. Returns Markdown list items.
-    """
-    out: list[str] = []
-    pairs = list(dict.fromkeys((r["dataset"], r["model"]) for r in auc_rows))
-    for dataset, model in pairs:
-        auc_by_init = {
-            r["init"]: r for r in auc_rows if (r["dataset"], r["model"]) == (dataset, model)
-        }
-        steps_by_init = {
-            r["init"]: r for r in steps_rows if (r["dataset"], r["model"]) == (dataset, model)
-        }
-        if baseline not in auc_by_init:
-            out.append(f"**{model} on {dataset}**: no `{baseline}` runs to compare against.")
-            continue
-        for init, row in auc_by_init.items():
-            if init == baseline:
-                continue
-            parts = [compare_auc(auc_by_init[baseline], row)]
-            parts += [
-                compare_steps(steps_by_init[baseline], steps_by_init[init], t) for t in thresholds
-            ]
-            out.append(f"**{model} on {dataset}** — " + " ".join(parts))
-    return out
 
 
 def _analysis_section(analysis_dirs: Sequence[str], output_dir: str) -> tuple[str, list[str]]:
@@ -155,6 +72,31 @@ def _analysis_section(analysis_dirs: Sequence[str], output_dir: str) -> tuple[st
     return "\n".join(lines), copied
 
 
+COMPARISON_NOTE = (
+    "Each init minus the baseline `{baseline}` of the same dataset and model: the mean "
+    "difference with a 95 % percentile bootstrap CI ({resamples} resamples, seeded) over seed "
+    "pairs (runs of the same seed; unpaired runs: difference of means, each side resampled); "
+    "for the AUCs the evaluation images are resampled too when the runs saved their "
+    "predictions. Verdict: `higher` / `lower` when the CI excludes 0, else `no evidence` (which "
+    "is not evidence of equality); with fewer than 2 pairs there is no CI, and with few seeds "
+    "the interval is optimistic (with 2 pairs it spans the two differences). Steps to a threshold "
+    "are interpolated between evals; a run that never reaches it counts as its train steps "
+    "(censored), which bounds its pair's difference; fewer steps (`lower`) is faster."
+)
+STEPS_NOTE = (
+    "Median over seeds of the steps at which the validation AUC reaches each threshold "
+    "(interpolated between the evals around the crossing; the rule and the AUC's tasks are in "
+    "the second column); a run that never reaches it counts as its train steps (censored), and "
+    "`>=` marks a median that is itself censored. The AUC curve area is the validation AUC "
+    "averaged over steps 0..train steps (mean ± sd over seeds, percent): a threshold-free speed."
+)
+
+
+def baseline_inits(groups: dict[tuple[str, str, str], list[tables.RunRecord]]) -> list[str]:
+    """The init labels present in `groups`, in report order (the values --baseline_init takes)."""
+    return list(dict.fromkeys(init for _, _, init in groups))
+
+
 def build_report(
     *,
     workdirs: Sequence[str],
@@ -163,8 +105,12 @@ def build_report(
     analysis_dirs: Sequence[str] = (),
     intro: str = "",
     extra_sections: Sequence[tuple[str, str]] = (),
+    baseline_init: str = BASELINE_INIT,
+    require_baseline: bool = False,
+    bootstrap_samples: int = stats.DEFAULT_RESAMPLES,
+    bootstrap_seed: int = 0,
 ) -> Report:
-    """Writes `report.md`, `auc.csv`, `steps.csv` and `figures/*.png` under `output_dir`.
+    """Writes `report.md`, `auc.csv`, `steps.csv`, `comparisons.csv` and `figures/*.png`.
 
     Args:
       workdirs: glob patterns of workdirs (or of directories holding workdirs).
@@ -173,21 +119,42 @@ def build_report(
       analysis_dirs: `transfusion-analyze` output directories whose PNGs and tables to include.
       intro: Markdown placed under the title.
       extra_sections: (heading, Markdown body) pairs appended after the tables.
+      baseline_init: the init label every other init is compared with (as the tables show it,
+        e.g. `random`, `imagenet`, `meanvar (bn=identity)`).
+      require_baseline: raise ReportError when no run has `baseline_init` (else the findings
+        say so).
+      bootstrap_samples: bootstrap resamples of each comparison's CI.
+      bootstrap_seed: seed of the resampling.
     Raises:
-      ReportError / FileNotFoundError naming the pattern or file that could not be read.
+      ReportError / FileNotFoundError naming the pattern, file or flag that is wrong.
     """
+    if not baseline_init:
+        raise tables.ReportError("--baseline_init must name an init, e.g. random")
+    if bootstrap_samples < 1:
+        raise tables.ReportError(f"--bootstrap_samples must be >= 1; got {bootstrap_samples}")
     runs, skipped = tables.find_runs(workdirs)
     groups = tables.group_runs(runs)
+    inits = baseline_inits(groups)
+    if require_baseline and baseline_init not in inits:
+        raise tables.ReportError(
+            f"--baseline_init={baseline_init!r} matches no run; the inits found are: "
+            + ", ".join(inits)
+        )
     auc = tables.auc_rows(groups)
     steps = tables.steps_rows(groups)
     thresholds = tables.thresholds_of(runs)
+    comparisons = compare.comparison_rows(
+        groups, baseline=baseline_init, num_resamples=bootstrap_samples, seed=bootstrap_seed
+    )
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
     auc_csv = os.path.join(output_dir, "auc.csv")
     steps_csv = os.path.join(output_dir, "steps.csv")
+    comparisons_csv = os.path.join(output_dir, "comparisons.csv")
     tables.write_csv(auc_csv, auc)
     tables.write_csv(steps_csv, steps)
+    compare.write_comparisons_csv(comparisons_csv, comparisons)
 
-    found = findings(auc, steps, thresholds)
+    found = compare.findings(groups, comparisons, baseline=baseline_init)
     md = [f"# {title}", ""]
     if intro:
         md += [intro, ""]
@@ -197,9 +164,25 @@ def build_report(
         "",
     ]
     md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
+    if comparisons:
+        md += [
+            f"## Comparisons with `{baseline_init}`",
+            "",
+            COMPARISON_NOTE.format(baseline=baseline_init, resamples=bootstrap_samples),
+            "",
+            compare.comparisons_markdown(comparisons),
+            "",
+        ]
     md += ["## Final AUC", "", tables.auc_markdown(auc), ""]
     if thresholds:
-        md += ["## Steps to AUC threshold", "", tables.steps_markdown(steps, thresholds), ""]
+        md += [
+            "## Steps to AUC threshold",
+            "",
+            STEPS_NOTE,
+            "",
+            tables.steps_markdown(steps, thresholds),
+            "",
+        ]
     for heading, body in extra_sections:
         md += [f"## {heading}", "", body, ""]
 
@@ -251,9 +234,11 @@ def build_report(
         markdown_path=md_path,
         auc_csv=auc_csv,
         steps_csv=steps_csv,
+        comparisons_csv=comparisons_csv,
         figures=tuple(written),
         findings=tuple(found),
         auc_rows=tuple(auc),
         steps_rows=tuple(steps),
+        comparison_rows=tuple(comparisons),
         skipped=tuple(skipped),
     )

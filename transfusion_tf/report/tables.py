@@ -2,8 +2,12 @@
 
 A *run* is one `transfusion-train` workdir (SPEC T1): `config.json` (a `RunConfig`),
 `results.json` and `eval_history.jsonl`. Runs that differ only in their seed form one *group*,
-keyed by (dataset, model, init); the tables report mean ± sample standard deviation over a
+keyed by (dataset, model, init); the AUC table reports mean ± sample standard deviation over a
 group's seeds (the paper reports mean ± sd over 3 runs, PAPER.md).
+
+Steps to a threshold are *censored* when a run never reaches it: such a run counts as its
+train_steps (a lower bound of its true value), and the steps table shows the median over
+seeds with the number censored — never a mean over the seeds that happened to reach it.
 """
 
 from __future__ import annotations
@@ -240,11 +244,69 @@ def thresholds_of(runs: Iterable[RunRecord]) -> list[str]:
     return sorted(keys, key=float)
 
 
-def steps_rows(groups: dict[tuple[str, str, str], list[RunRecord]]) -> list[dict[str, Any]]:
-    """One row per group: steps to each AUC threshold, mean/sd over the seeds that reached it.
+def crossing(run: RunRecord, threshold: str) -> tuple[float, bool] | None:
+    """A run's steps to `threshold` (a results.json key) and whether they are censored.
 
-    Keys: dataset, model, init, seeds, train_steps, and per threshold `t` the keys
-    `steps@t`, `steps@t_sd`, `reached@t` (how many seeds reached it).
+    The interpolated crossing when recorded, else the crossing's eval step (runs recorded
+    before interpolation existed); a threshold never reached counts as the run's train_steps,
+    censored. None when the run does not report this threshold.
+    """
+    results = run.results
+    steps = results.get("steps_to_threshold") or {}
+    if threshold not in steps:
+        return None
+    censored_map = results.get("steps_to_threshold_censored") or {}
+    censored = bool(censored_map.get(threshold, steps[threshold] is None))
+    if censored:
+        return float(results.get("train_steps") or run.config.train.train_steps), True
+    interpolated = (results.get("steps_to_threshold_interpolated") or {}).get(threshold)
+    return float(interpolated if interpolated is not None else steps[threshold]), False
+
+
+def curve_area(run: RunRecord) -> float | None:
+    """A run's `auc_curve_area` (computed from its history for runs recorded without it)."""
+    if "auc_curve_area" in run.results:
+        value = run.results["auc_curve_area"]
+        return None if value is None else float(value)
+    from transfusion_tf.training import metrics as metrics_lib
+
+    return metrics_lib.auc_curve_area(run.history, tasks=run.config.train.threshold_tasks)
+
+
+def censored_median(values: Sequence[tuple[float, bool]]) -> tuple[float | None, bool]:
+    """Median of (value, censored) pairs whose censored values are lower bounds.
+
+    Censored values sort after observed ones of equal value; the median is censored (a lower
+    bound, shown as ">= median") when a middle value it is taken from is censored.
+    """
+    if not values:
+        return None, False
+    ordered = sorted(values, key=lambda v: (v[0], v[1]))
+    n = len(ordered)
+    middle = [ordered[n // 2]] if n % 2 else [ordered[n // 2 - 1], ordered[n // 2]]
+    return sum(v for v, _ in middle) / len(middle), any(c for _, c in middle)
+
+
+def threshold_auc_label(runs: Iterable[RunRecord]) -> str:
+    """Which AUC the runs threshold and by which rule, e.g. "sustained, Consolidation"."""
+    labels = []
+    for run in runs:
+        rule = run.results.get("threshold_rule") or "first"
+        tasks = run.results.get("threshold_tasks") or []
+        label = f"{rule}, {'+'.join(tasks) if tasks else 'all tasks'}"
+        if label not in labels:
+            labels.append(label)
+    return "; ".join(labels)
+
+
+def steps_rows(groups: dict[tuple[str, str, str], list[RunRecord]]) -> list[dict[str, Any]]:
+    """One row per group: median steps to each AUC threshold over seeds, censoring counted.
+
+    Keys: dataset, model, init, seeds, train_steps, threshold_auc (`threshold_auc_label`),
+    `auc_curve_area` and `auc_curve_area_sd` (mean ± sd over seeds), and per threshold `t`:
+    `steps@t` (median of the interpolated crossings, censored runs at their train_steps),
+    `median_censored@t` (that median is a lower bound), `censored@t` (runs that never reached
+    it), `reached@t` (runs that did).
     """
     all_runs = [r for runs in groups.values() for r in runs]
     thresholds = thresholds_of(all_runs)
@@ -253,12 +315,26 @@ def steps_rows(groups: dict[tuple[str, str, str], list[RunRecord]]) -> list[dict
         row: dict[str, Any] = {"dataset": dataset, "model": model, "init": init}
         row["seeds"] = len(runs)
         row["train_steps"] = max(int(r.results.get("train_steps", 0) or 0) for r in runs)
+        row["threshold_auc"] = threshold_auc_label(runs)
+        row["auc_curve_area"], row["auc_curve_area_sd"], _ = mean_sd(curve_area(r) for r in runs)
         for t in thresholds:
-            steps = [(r.results.get("steps_to_threshold") or {}).get(t) for r in runs]
-            m, s, n = mean_sd(steps)
-            row[f"steps@{t}"], row[f"steps@{t}_sd"], row[f"reached@{t}"] = m, s, n
+            values = [v for v in (crossing(r, t) for r in runs) if v is not None]
+            median, median_censored = censored_median(values)
+            censored = sum(c for _, c in values)
+            row[f"steps@{t}"], row[f"median_censored@{t}"] = median, median_censored
+            row[f"censored@{t}"], row[f"reached@{t}"] = censored, len(values) - censored
         rows.append(row)
     return rows
+
+
+def fmt_censored_steps(row: dict[str, Any], threshold: str) -> str:
+    """'120 (2/5 censored)', or '>= 150 (3/5 censored)' when the median is censored."""
+    median = row[f"steps@{threshold}"]
+    n = row[f"censored@{threshold}"] + row[f"reached@{threshold}"]
+    if median is None:
+        return "–"
+    prefix = ">= " if row[f"median_censored@{threshold}"] else ""
+    return f"{prefix}{median:.0f} ({row[f'censored@{threshold}']}/{n} censored)"
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -285,19 +361,16 @@ def auc_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def steps_markdown(rows: Sequence[dict[str, Any]], thresholds: Sequence[str]) -> str:
-    """Steps-to-threshold table: mean ± sd over the seeds that reached it, and how many did."""
-    header = ["dataset", "model", "init", "train steps"]
+    """Steps-to-threshold table: median over seeds with the censored count, and the curve area."""
+    header = ["dataset", "model", "init", "train steps", "thresholded AUC (rule, tasks)"]
     header += [f"steps to AUC {t}" for t in thresholds]
+    header.append("AUC curve area")
     body = []
     for row in rows:
         cells = [row["dataset"], row["model"], row["init"], str(row["train_steps"])]
-        for t in thresholds:
-            n = row[f"reached@{t}"]
-            if n == 0:
-                cells.append(f"not reached (0/{row['seeds']})")
-            else:
-                m, s = row[f"steps@{t}"], row[f"steps@{t}_sd"]
-                cells.append(f"{m:.0f} ± {s:.0f} ({n}/{row['seeds']})")
+        cells.append(row["threshold_auc"])
+        cells += [fmt_censored_steps(row, t) for t in thresholds]
+        cells.append(fmt_mean_sd(row["auc_curve_area"], row["auc_curve_area_sd"]))
         body.append(cells)
     return markdown_table(header, body)
 

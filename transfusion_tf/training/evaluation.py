@@ -1,7 +1,11 @@
 """`transfusion-evaluate` library (SPEC T5): a run or a SavedModel on one split of a dataset.
 
 Writes `<output_dir>/evaluation_<split>.json` (per-task AUROC and AUPRC with seeded bootstrap
-95% CIs, macro means, counts) and `<output_dir>/roc_<split>.png` (ROC curve per task).
+95% CIs, macro means, counts; top-1 / top-5 accuracy for a softmax-trained model),
+`<output_dir>/roc_<split>.png` (ROC curve per task) and `<output_dir>/predictions_<split>.npz`
+(probabilities, labels and mask per example: `training.predictions`, which `transfusion-report`
+resamples when it compares runs). With a workdir the default output directory is
+`<workdir>/evaluation`, where the report looks.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from absl import logging
 from transfusion_tf.training import checkpoint as ckpt_lib
 from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import metrics as metrics_lib
+from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import trainer
 
 
 def _model_source(
     *, workdir: str | None, saved_model: str | None, weights: str
 ) -> tuple[Any, dict[str, Any], list[str] | None]:
-    """(predict fn [B,S,S,C] -> probabilities, preprocessing settings, model task names)."""
+    """(predict fn [B,S,S,C] -> probabilities, preprocessing settings and the loss, model task
+    names)."""
     from transfusion_tf.export import saved_model as export_lib
     from transfusion_tf.models import registry as model_registry
 
@@ -41,13 +47,15 @@ def _model_source(
             "channels": cfg.model.channels,
             "mode": model_registry.default_preprocess_mode(cfg.model.name),
             "num_tasks": cfg.model.num_tasks,
+            "loss": cfg.train.loss,
         }
-        return loop_lib.make_predict_fn(model), prep, tasks
+        return loop_lib.make_predict_fn(model, loss=cfg.train.loss), prep, tasks
     if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
         raise FileNotFoundError(f"--saved_model: no saved_model.pb in {saved_model}")
     tasks = export_lib.load_tasks(saved_model)
     prep = export_lib.load_preprocessing(saved_model)
     prep["num_tasks"] = len(tasks)
+    prep["loss"] = export_lib.load_loss(saved_model)
     fn = tf.saved_model.load(saved_model).signatures[export_lib.SIGNATURE_IMAGES]
 
     def predict(images):
@@ -149,7 +157,14 @@ def evaluate(
         num_samples=bootstrap_samples,
         seed=seed,
     )
+    if prep["loss"] == "softmax":
+        report.update(
+            metrics_lib.accuracy_report(
+                labels=out["labels"], scores=out["scores"], mask=out["mask"]
+            )
+        )
     report.update(
+        loss_function=prep["loss"],
         split=split,
         dataset_dir=dataset_dir,
         num_examples=int(out["labels"].shape[0]),
@@ -167,6 +182,14 @@ def evaluate(
         labels=out["labels"], scores=out["scores"], mask=out["mask"], report=report, path=png_path
     )
     report["roc_png"] = png_path
+    report["predictions"] = predictions_lib.save_predictions(
+        os.path.join(output_dir, predictions_lib.evaluation_file(split)),
+        labels=out["labels"],
+        scores=out["scores"],
+        mask=out["mask"],
+        example_id=out["example_id"],
+        tasks=tasks,
+    )
     ckpt_lib.write_text_atomic(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     logging.info(
         "evaluation of %s on %s/%s written to %s",

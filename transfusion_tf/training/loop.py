@@ -4,7 +4,7 @@ Keras 3 `fit()` does not run under MultiWorkerMirroredStrategy (keras-team/keras
 ends some runs with an idle stall while tf.data autotuning winds down, so the trainer owns its
 loop: `strategy.run` of one step inside a `tf.function` that runs `steps_per_loop` steps with
 `tf.range` per host call. The Keras optimizer all-reduces (sums) gradients across replicas, so
-each replica's loss is divided by the GLOBAL batch size (`losses.masked_bce`).
+each replica's loss is divided by the GLOBAL batch size (`losses.step_loss`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def make_train_loop(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     global_batch_size: int,
+    loss: str = "sigmoid",
     class_weights: Sequence[float] | None = None,
     prepare_batch: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
 ) -> Callable[[Iterator, tf.Tensor], tf.Tensor]:
@@ -39,7 +40,7 @@ def make_train_loop(
     scalar int32 tensor (a tensor, so one trace serves every loop length). `prepare_batch`,
     if given, maps each batch first, inside the replica's step and so on its device: the
     trainer passes `pipeline.DeferredAugment`, which turns batches of integer pixels and
-    augmentation draws into images.
+    augmentation draws into images. `loss` is a resolved name of `losses.LOSSES`.
     """
 
     def step_fn(batch: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -47,7 +48,8 @@ def make_train_loop(
             batch = prepare_batch(batch)
         with tf.GradientTape() as tape:
             logits = model(batch["image"], training=True)
-            loss = losses.masked_bce(
+            value = losses.step_loss(
+                loss,
                 labels=batch["labels"],
                 logits=logits,
                 mask=batch["mask"],
@@ -55,11 +57,11 @@ def make_train_loop(
                 class_weights=class_weights,
             )
             if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-            scaled = optimizer.scale_loss(loss)
+                value += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(value)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
+        return value
 
     @tf.function
     def train_loop(iterator, num_steps):
@@ -72,14 +74,30 @@ def make_train_loop(
     return train_loop
 
 
-def make_predict_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Returns a tf.function mapping images [B, H, W, C] to float32 probabilities [B, T]."""
+def make_predict_fn(
+    model: keras.Model, *, loss: str = "sigmoid"
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Returns a tf.function mapping images [B, H, W, C] to float32 probabilities [B, T].
+
+    The probabilities are those of the run's (resolved) `loss`: per-task sigmoids, or a softmax
+    over the classes (`losses.probabilities`).
+    """
 
     @tf.function
     def predict(images):
-        return tf.sigmoid(tf.cast(model(images, training=False), tf.float32))
+        return losses.probabilities(model(images, training=False), loss=loss)
 
     return predict
+
+
+def make_logits_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Returns a tf.function mapping images [B, H, W, C] to float32 logits [B, T]."""
+
+    @tf.function
+    def logits(images):
+        return tf.cast(model(images, training=False), tf.float32)
+
+    return logits
 
 
 def predict_dataset(

@@ -1,7 +1,8 @@
 """TensorBoard records of a run under `<workdir>/tensorboard` (SPEC T7), with stable names.
 
 Scalars: `train/loss`, `train/learning_rate`, `eval/auc/<task>`, `eval/auc_mean`,
-`eval/auprc/<task>`, `eval/auprc_mean`, `eval/loss`, `perf/images_per_second`.
+`eval/auprc/<task>`, `eval/auprc_mean`, `eval/loss`, `perf/images_per_second`; softmax runs
+also `eval/top1_accuracy` and `eval/top5_accuracy` (more than 5 classes).
 HParams plugin: model, init, transfuse_upto, lr, dataset, seed (metric `eval/auc_mean`), so the
 runs of a grid compare in one table. Images: `filters/conv1` (conv1 kernels as a grid) at init
 and at each eval. Text: `init/report` (the init report summary).
@@ -85,7 +86,7 @@ class RunSummaries:
                     tf.summary.scalar(tag, float(value))
 
     def eval_scalars(self, step: int, report: Mapping[str, Any]) -> None:
-        """Writes one eval record: `eval/auc/<task>`, `eval/auc_mean`, AUPRC and loss."""
+        """Writes one eval record: `eval/auc/<task>`, `eval/auc_mean`, AUPRC, loss, top-k."""
         values: dict[str, float | None] = {}
         for task, value in report["auc"].items():
             values[f"eval/auc/{task}"] = value
@@ -95,6 +96,9 @@ class RunSummaries:
         values["eval/auprc_mean"] = report["auprc_mean"]
         if report.get("loss") is not None:
             values["eval/loss"] = report["loss"]
+        for key in ("top1_accuracy", "top5_accuracy"):
+            if key in report:
+                values[f"eval/{key}"] = report[key]
         self.scalars(step, values)
 
     def hparams(self, hparams: Mapping[str, Any], *, trial_id: str) -> None:

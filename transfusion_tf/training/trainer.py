@@ -1,19 +1,35 @@
 """`train_and_evaluate(config)`: one run of the study, from init to results (SPEC T1-T4, T7).
 
 A workdir holds `config.json`, `init_report.json`, `weights/{init,final,best}.weights.h5`,
-`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl` and `results.json`.
-The same command on the same workdir resumes from the last backup (or reports a finished run);
-a workdir holding a different configuration is refused.
+`checkpoints/` (backups for resume), `tensorboard/`, `eval_history.jsonl`, `results.json`,
+`valid_predictions.npz` (the final weights' validation probabilities, labels and mask per
+example: `training.predictions`) and, with `--train_examples`, `train_subset.txt`. The
+validation split is evaluated at step 0 (the init, before any update), every
+`eval_every_steps` and at the end. The same command on the same workdir resumes from the last
+backup (or reports a finished run); a workdir holding a different configuration is refused.
 
 `results.json` keys: final_auc {task: AUC or null}, final_auc_mean, final_auprc(_mean),
-best_auc_mean, best_step, steps_to_threshold {"0.91": first eval step with mean AUC >= 0.91 or
-null}, examples_per_second (steady state: images per wall second after the first, tracing, loop
-call, counting input waits, evals, backups and logging), train_loop_examples_per_second (inside
-the training loop only), wall_seconds, versions, seed, source_sha256, model, init, tasks,
-train_steps, dataset_dir, strategy, num_replicas, precision, resumed.
+best_auc_mean, best_step, and the convergence of the validation AUC (SPEC T3; the AUC is the
+mean over `threshold_tasks`, all tasks when empty; see `metrics.threshold_crossing`):
+steps_to_threshold {"0.91": eval step of the crossing under `threshold_rule`, or null},
+steps_to_threshold_interpolated {"0.91": step interpolated between the evals that bracket the
+crossing, or null}, steps_to_threshold_censored {"0.91": true when never reached within
+train_steps}, threshold_rule, threshold_tasks, auc_curve_area (the AUC averaged over steps
+0..train_steps, `metrics.auc_curve_area`); then examples_per_second (steady state: images
+per wall second after the first, tracing, loop call, counting input waits, evals, backups and
+logging), train_loop_examples_per_second (inside the training loop only), wall_seconds,
+versions, seed, source_sha256, model, init, tasks, train_steps, dataset_dir, strategy,
+num_replicas, precision, resumed, train_subset_sha256, loss_function (the resolved `--loss`:
+"sigmoid" or "softmax"), final_top1_accuracy and final_top5_accuracy (softmax runs; null
+otherwise, and top-5 null up to 5 classes). Eval records hold the loss of the training loss
+function over the validation split, and for softmax runs top1_accuracy / top5_accuracy;
+per-task AUCs of a softmax run are one-vs-rest AUCs of the softmax probabilities.
 
-Resume reseeds the training input with `seed + step`, so a resumed run reaches the same step
-count but does not replay exactly the batches the killed run would have seen. Under
+Resume reseeds the training order with `seed + step`, so a resumed run reaches the same step
+count but does not replay exactly the batches the killed run would have seen; the images it
+trains on are the same: the `--train_examples` subset is drawn by `data.subset_seed` alone,
+and its ids are written to `train_subset.txt` (one per line, sorted; `train_subset_sha256` in
+`results.json` is the SHA-256 of that file, null without a subset). Under
 multi-worker training every worker evaluates the whole validation split with its own copy of
 the weights; the chief's numbers are the ones recorded.
 """
@@ -21,6 +37,7 @@ the weights; the chief's numbers are the ones recorded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -40,8 +57,10 @@ from transfusion_tf import config as config_lib
 from transfusion_tf.data import pipeline as pipeline_lib
 from transfusion_tf.training import checkpoint as ckpt_lib
 from transfusion_tf.training import loop as loop_lib
+from transfusion_tf.training import losses as losses_lib
 from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import optim
+from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import summaries as summaries_lib
 
@@ -49,6 +68,7 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "eval_history.jsonl"
 INIT_REPORT_FILE = "init_report.json"
+TRAIN_SUBSET_FILE = "train_subset.txt"
 INIT_WEIGHTS = os.path.join("weights", "init.weights.h5")
 FINAL_WEIGHTS = os.path.join("weights", "final.weights.h5")
 BEST_WEIGHTS = os.path.join("weights", "best.weights.h5")
@@ -116,6 +136,8 @@ def validate_config(cfg: config_lib.RunConfig) -> None:
     ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1; got {value}")
+    if cfg.data.subset_seed < 0:
+        raise ValueError(f"--subset_seed must be >= 0; got {cfg.data.subset_seed}")
     if cfg.data.channels not in (1, 3):
         raise ValueError(f"--channels must be 1 or 3; got {cfg.data.channels}")
     if cfg.train.weight_decay < 0:
@@ -123,11 +145,64 @@ def validate_config(cfg: config_lib.RunConfig) -> None:
     for t in cfg.train.auc_thresholds:
         if not 0.0 < t <= 1.0:
             raise ValueError(f"--auc_thresholds must be in (0, 1]; got {t}")
+    validate_thresholds(cfg)
     if cfg.train.class_weights is not None and len(cfg.train.class_weights) != cfg.model.num_tasks:
         raise ValueError(
             f"--class_weights has {len(cfg.train.class_weights)} values but the dataset has "
             f"{cfg.model.num_tasks} tasks"
         )
+    resolve_config(cfg)
+
+
+def resolve_config(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
+    """`cfg` with `train.loss` resolved: "auto" becomes the loss the dataset calls for.
+
+    A single-label dataset (`dataset_info.json` "single_label": true) trains with "softmax",
+    any other with "sigmoid"; ValueError names --loss for a bad name or softmax on multi-label.
+    """
+    from transfusion_tf.data import info as info_lib
+
+    info = info_lib.load_dataset_info(cfg.data.dataset_dir)
+    loss = losses_lib.resolve_loss(
+        cfg.train.loss,
+        single_label=info_lib.is_single_label(info),
+        dataset=f"--dataset_dir={cfg.data.dataset_dir}",
+    )
+    return cfg.replace(train=cfg.train.replace(loss=loss))
+
+
+def _parse_stored_config(text: str) -> config_lib.RunConfig:
+    """A workdir's `config.json`. It holds the resolved loss; one without (from before the
+    loss was recorded, read as "auto") trained with per-task sigmoids."""
+    cfg = config_lib.RunConfig.from_json(text)
+    if cfg.train.loss == "auto":
+        cfg = cfg.replace(train=cfg.train.replace(loss="sigmoid"))
+    return cfg
+
+
+def validate_thresholds(cfg: config_lib.RunConfig) -> None:
+    """Checks --threshold_rule and --threshold_tasks (names of the dataset's tasks)."""
+    from transfusion_tf.data import info as info_lib
+
+    rule = cfg.train.threshold_rule
+    if rule not in metrics_lib.THRESHOLD_RULES:
+        raise ValueError(
+            f"--threshold_rule must be one of {', '.join(metrics_lib.THRESHOLD_RULES)}; "
+            f"got {rule!r}"
+        )
+    selected = cfg.train.threshold_tasks
+    if not selected:
+        return
+    tasks = list(info_lib.load_dataset_info(cfg.data.dataset_dir)["tasks"])
+    unknown = [t for t in selected if t not in tasks]
+    if unknown:
+        raise ValueError(
+            f"--threshold_tasks names tasks {unknown} that {cfg.data.dataset_dir} does not have; "
+            f"its tasks are: {', '.join(tasks)}"
+        )
+    repeated = sorted({t for t in selected if selected.count(t) > 1})
+    if repeated:
+        raise ValueError(f"--threshold_tasks names {repeated} more than once")
 
 
 @contextlib.contextmanager
@@ -173,7 +248,7 @@ def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
         return None
     try:
         with open(config_path, encoding="utf-8") as f:
-            existing = config_lib.RunConfig.from_json(f.read())
+            existing = _parse_stored_config(f.read())
     except (ValueError, TypeError) as err:
         raise WorkdirConflictError(f"{config_path} is not a run configuration: {err}") from None
     if existing != cfg:
@@ -192,14 +267,6 @@ def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
     if os.path.exists(results_path):
         return _read_json(results_path)
     return None
-
-
-def _eval_loss(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> float:
-    """Masked BCE of probabilities with the training loss' normalisation (sum / (N * T))."""
-    p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
-    y = (labels > 0.5).astype(np.float64)
-    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return float(np.sum(bce * (mask > 0)) / max(labels.size, 1))
 
 
 class _Run:
@@ -306,6 +373,7 @@ class _Run:
                 augment=data.augment,
                 defer_augment=self.defer_augment,
                 train_examples=data.train_examples,
+                subset_seed=data.subset_seed,
                 balanced=data.balanced,
                 cache=data.cache,
                 deterministic=data.deterministic,
@@ -313,6 +381,7 @@ class _Run:
                 input_context=input_context,
             )
 
+        self.train_subset_sha256 = self.record_train_subset(start_step)
         train = self.strategy.distribute_datasets_from_function(train_fn)
         valid = pipeline.build_dataset(
             dataset_dir=data.dataset_dir,
@@ -329,21 +398,62 @@ class _Run:
         )
         return train, valid
 
+    def record_train_subset(self, start_step: int) -> str | None:
+        """Writes the `--train_examples` subset's ids (chief); returns their SHA-256.
+
+        A resumed run must draw the ids it started with: a different subset (the dataset was
+        rewritten under the run) is an error, not a silent change of the experiment.
+        """
+        from transfusion_tf.data import pipeline
+
+        data = self.cfg.data
+        if data.train_examples is None:
+            return None
+        ids = pipeline.train_subset_ids(
+            data.dataset_dir, num_examples=data.train_examples, subset_seed=data.subset_seed
+        )
+        text = "".join(i.decode("utf-8") + "\n" for i in ids)
+        path = self.path(TRAIN_SUBSET_FILE)
+        if start_step > 0 and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                if f.read() != text:
+                    raise ValueError(
+                        f"--train_examples={data.train_examples} --subset_seed="
+                        f"{data.subset_seed} now draws other examples of {data.dataset_dir} "
+                        f"than {path} lists for this run (was the dataset rewritten?); "
+                        "use a new --workdir"
+                    )
+        if self.chief:
+            ckpt_lib.write_text_atomic(path, text)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
-        out = loop_lib.predict_dataset(self.predict, valid)
-        report = metrics_lib.auc_report(
-            labels=out["labels"], scores=out["scores"], mask=out["mask"], tasks=self.tasks
-        )
-        return {
+        """One eval record; its loss is the training loss function over the whole split."""
+        loss = self.cfg.train.loss
+        out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
+        labels, logits, mask = out["labels"], out["scores"], out["mask"]
+        scores = losses_lib.probabilities(logits, loss=loss).numpy()
+        self.last_predictions = (int(step), {**out, "scores": scores})
+        report = metrics_lib.auc_report(labels=labels, scores=scores, mask=mask, tasks=self.tasks)
+        record = {
             "step": int(step),
             "auc": report["auc"],
             "auc_mean": report["auc_mean"],
             "auprc": report["auprc"],
             "auprc_mean": report["auprc_mean"],
-            "loss": _eval_loss(out["labels"], out["scores"], out["mask"]),
-            "num_examples": int(out["labels"].shape[0]),
+            "loss": losses_lib.mean_loss(
+                loss,
+                labels=labels,
+                logits=logits,
+                mask=mask,
+                class_weights=self.cfg.train.class_weights,
+            ),
+            "num_examples": int(labels.shape[0]),
         }
+        if loss == "softmax":
+            record.update(metrics_lib.accuracy_report(labels=labels, scores=scores, mask=mask))
+        return record
 
 
 def _hparams(cfg: config_lib.RunConfig) -> dict[str, Any]:
@@ -371,6 +481,7 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
       WorkdirConflictError for a workdir of another run, loop.NonFiniteLossError on NaN loss.
     """
     validate_config(cfg)
+    cfg = resolve_config(cfg)
     finished = _check_workdir(cfg)
     if finished is not None:
         logging.info(
@@ -431,6 +542,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         model=run.model,
         optimizer=run.optimizer,
         global_batch_size=cfg.data.batch_size,
+        loss=tc.loss,
         class_weights=tc.class_weights,
         prepare_batch=pipeline_lib.deferred_augment(
             image_size=cfg.data.image_size,
@@ -440,8 +552,34 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         if run.defer_augment
         else None,
     )
-    run.predict = loop_lib.make_predict_fn(run.model)
+    run.predict = loop_lib.make_logits_fn(run.model)
+    run.last_predictions = None
     conv1 = run.conv1_layers
+
+    def record_eval(at_step: int) -> None:
+        """Evaluates the current weights and records them (history, TensorBoard, best)."""
+        nonlocal best_auc, best_step
+        record = run.evaluate(at_step, valid_ds)
+        history.append(record)
+        logging.info(
+            "eval step %d mean AUC %s per task %s", at_step, record["auc_mean"], record["auc"]
+        )
+        if run.chief:
+            run.summaries.eval_scalars(at_step, record)
+            if at_step > 0:  # the filters at step 0 were written with the init report
+                run.summaries.filters(at_step, summaries_lib.conv1_kernel(run.model, conv1))
+            with open(run.path(HISTORY_FILE), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if record["auc_mean"] is not None and (best_auc is None or record["auc_mean"] > best_auc):
+            best_auc, best_step = record["auc_mean"], at_step
+            if run.chief:
+                ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
+
+    # The init is evaluated too (step 0, before any update), once: a run resumed before its
+    # first backup re-creates the same init and finds the step-0 record in the history.
+    if step == 0 and not any(r["step"] == 0 for r in history):
+        record_eval(0)
+        run.summaries.flush()
 
     # Steady state starts after the first loop call (which traces the tf.function); it counts
     # everything after it: input waits, evals, backups, summaries and logging.
@@ -491,22 +629,7 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         )
         evaluated = step % tc.eval_every_steps == 0 or step == tc.train_steps
         if evaluated:
-            record = run.evaluate(step, valid_ds)
-            history.append(record)
-            logging.info(
-                "eval step %d mean AUC %s per task %s", step, record["auc_mean"], record["auc"]
-            )
-            if run.chief:
-                run.summaries.eval_scalars(step, record)
-                run.summaries.filters(step, summaries_lib.conv1_kernel(run.model, conv1))
-                with open(run.path(HISTORY_FILE), "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            if record["auc_mean"] is not None and (
-                best_auc is None or record["auc_mean"] > best_auc
-            ):
-                best_auc, best_step = record["auc_mean"], step
-                if run.chief:
-                    ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
+            record_eval(step)
         if evaluated or step % tc.checkpoint_every_steps == 0 or step == tc.train_steps:
             run.backups.save(step)
         run.summaries.flush()
@@ -519,6 +642,23 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
             # No defined AUC ever (e.g. a single-class validation split): best = final.
             ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
     final = history[-1] if history else run.evaluate(step, valid_ds)
+    if run.last_predictions is None or run.last_predictions[0] != step:
+        # Resumed after the final eval was recorded: predict again with the final weights.
+        run.evaluate(step, valid_ds)
+    if run.chief:
+        out = run.last_predictions[1]
+        predictions_lib.save_predictions(
+            run.path(predictions_lib.VALID_PREDICTIONS_FILE),
+            labels=out["labels"],
+            scores=out["scores"],
+            mask=out["mask"],
+            example_id=out["example_id"],
+            tasks=run.tasks,
+            step=step,
+        )
+    crossings = metrics_lib.threshold_crossings(
+        history, tc.auc_thresholds, rule=tc.threshold_rule, tasks=tc.threshold_tasks
+    )
     results = {
         "final_auc": final["auc"],
         "final_auc_mean": final["auc_mean"],
@@ -526,7 +666,12 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "final_auprc_mean": final["auprc_mean"],
         "best_auc_mean": best_auc,
         "best_step": best_step,
-        "steps_to_threshold": metrics_lib.steps_to_threshold(history, tc.auc_thresholds),
+        "steps_to_threshold": {t: c["step"] for t, c in crossings.items()},
+        "steps_to_threshold_interpolated": {t: c["interpolated"] for t, c in crossings.items()},
+        "steps_to_threshold_censored": {t: c["censored"] for t, c in crossings.items()},
+        "threshold_rule": tc.threshold_rule,
+        "threshold_tasks": list(tc.threshold_tasks),
+        "auc_curve_area": metrics_lib.auc_curve_area(history, tasks=tc.threshold_tasks),
         "examples_per_second": (
             steady_images / steady_seconds if steady_images and steady_seconds > 0 else None
         ),
@@ -546,6 +691,10 @@ def _train(run: _Run, wall_start: float) -> dict[str, Any]:
         "num_replicas": run.strategy.num_replicas_in_sync,
         "precision": tc.precision,
         "resumed": bool(resumed),
+        "train_subset_sha256": run.train_subset_sha256,
+        "loss_function": tc.loss,
+        "final_top1_accuracy": final.get("top1_accuracy"),
+        "final_top5_accuracy": final.get("top5_accuracy"),
     }
     if run.chief:
         ckpt_lib.write_text_atomic(
@@ -565,7 +714,7 @@ def load_run_config(workdir: str) -> config_lib.RunConfig:
         raise FileNotFoundError(f"{path} not found: {workdir} is not a transfusion-train workdir")
     try:
         with open(path, encoding="utf-8") as f:
-            return config_lib.RunConfig.from_json(f.read())
+            return _parse_stored_config(f.read())
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path} is not a valid run configuration: {err}") from None
 

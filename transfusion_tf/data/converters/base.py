@@ -139,6 +139,8 @@ class Source:
     records: list[SourceRecord]
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
     label_policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The tasks are mutually exclusive classes (one-hot labels); the writer checks the data.
+    single_label: bool = False
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append({"path": str(path), "reason": reason})

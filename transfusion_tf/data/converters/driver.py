@@ -282,6 +282,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         split_stats=stats,
         skipped=skipped,
         extra={"conversion": _conversion_record(source, options)},
+        single_label=source.single_label,
     )
 
 
@@ -300,8 +301,9 @@ def format_summary(info: dict[str, Any], *, max_skipped: int = 8) -> str:
     ]
     tasks = info["tasks"]
     width = max([len("positives / labelled"), *(len(t) for t in tasks)]) + 2
+    labels = "single-label classes" if info_lib.is_single_label(info) else "multi-label"
     lines = [
-        f"source format: {info['source_format']}   tasks: {len(tasks)}   "
+        f"source format: {info['source_format']}   tasks: {len(tasks)} ({labels})   "
         f"image encoding: {info.get('image_encoding', '?')}",
         "".ljust(width) + "".join(s.rjust(16) for s in splits),
         "examples".ljust(width)

@@ -133,6 +133,8 @@ def read_graded_csv(
         tasks=tasks,
         records=[],
         label_policy={"referable_dr": f"grade >= {REFERABLE_GRADE}"},
+        # The one-hot grades alone are classes; with referable_dr beside them, multi-label.
+        single_label=all(t in GRADE_TASKS for t in tasks),
     )
     table = base.read_csv(csv_path, required=(name_column, grade_column))
     for line, row in table.rows:

@@ -62,6 +62,7 @@ def read_folder(input_path: str, options: base.ConvertOptions) -> base.Source:
         tasks=tasks,
         records=[],
         label_policy={"labels": "one-hot over class folders"},
+        single_label=True,
     )
     for path, class_name, split in files:
         rel = os.path.relpath(path, root)

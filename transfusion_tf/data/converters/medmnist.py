@@ -136,6 +136,7 @@ def read_medmnist(input_path: str, options: base.ConvertOptions) -> base.Source:
         label_policy={"labels": "multi-label" if multi_label else "one-hot over classes"},
     )
     binary = all_tasks == ["class_1"]
+    source.single_label = not multi_label and not binary
     for key, split in present:
         images, labels = arrays[f"{key}_images"], arrays[f"{key}_labels"]
         for i in range(len(images)):
