@@ -12,20 +12,29 @@ This module never imports TensorFlow: it runs inside the conversion worker proce
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pydicom
 import pydicom.errors
 import pydicom.pixels
+
+from transfusion_tf.data import fileio
 
 
 class DicomError(ValueError):
     """A DICOM file that cannot be read or converted; the message names the file."""
 
 
+def _source(path: str):
+    """What pydicom reads: the local path itself, or the bytes of a URL (`gs://...`)."""
+    return io.BytesIO(fileio.read_bytes(path)) if fileio.is_url(path) else path
+
+
 def read_patient_id(path: str) -> str | None:
     """Returns the (0010,0020) Patient ID of a DICOM file, or None when absent or unreadable."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        ds = pydicom.dcmread(_source(path), stop_before_pixels=True, specific_tags=["PatientID"])
     except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError):
         return None
     value = str(ds.get("PatientID", "") or "").strip()
@@ -83,7 +92,7 @@ def read_dicom(path: str) -> np.ndarray:
     not DICOM, has no pixel data, or its pixel data cannot be decoded.
     """
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(_source(path))
     except pydicom.errors.InvalidDicomError as err:
         raise DicomError(f"{path}: not a DICOM file ({err})") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError) as err:

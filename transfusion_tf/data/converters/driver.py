@@ -4,7 +4,8 @@
 drop duplicate rows, keep source splits or draw train/valid/test by patient (seeded), shuffle
 each split (seeded, so class-sorted sources are mixed across shards), read + decode + resize +
 encode every image in a pool of worker processes while the parent writes the TFRecord shards
-in order, and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
+in order (the `local` backend; `ray` runs that work as Ray tasks, see `ray_backend`, and writes
+the same shards), and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
 used are skipped, counted and listed with their reason; under `strict` any skip is an error
 and no dataset info is written. `format_summary` renders the one-screen summary.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -25,6 +27,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data import info as info_lib
 from transfusion_tf.data.converters import base, imageio
 
@@ -82,6 +85,99 @@ def _image_results(
         yield pool.imap(imageio.process_image, tasks, chunksize=chunksize)
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    """One split to write: its records and image tasks in write order, and its shard count."""
+
+    split: str
+    records: list[base.SourceRecord]
+    tasks: list[imageio.ImageTask]
+    num_shards: int
+
+
+@dataclasses.dataclass
+class SplitsWritten:
+    """What a backend wrote: stats per split, per-image skips in write order, encodings."""
+
+    stats: dict[str, Any]  # split -> writer.SplitStats
+    skipped: list[dict[str, str]]
+    encodings: collections.Counter[str]
+
+
+@contextlib.contextmanager
+def _write_local(
+    plans: Sequence[SplitPlan],
+    *,
+    output_dir: str,
+    tasks: Sequence[str],
+    options: base.ConvertOptions,
+    desc: str,
+) -> Iterator[SplitsWritten]:
+    """The local backend: this machine's process pool encodes, this process writes the shards.
+
+    Yields once every image is written under a temporary name; shards get their final names
+    when the `with` block ends without error, and are deleted otherwise.
+    """
+    if fileio.is_url(output_dir):
+        raise base.ConversionError(
+            f"--output_dir={output_dir}: the local backend writes to a local directory; "
+            "write to a URL with --backend=ray"
+        )
+    image_tasks = [t for plan in plans for t in plan.tasks]
+    where = {t.index: (plan, i) for plan in plans for i, t in enumerate(plan.tasks)}
+    workers = min(options.resolved_workers(), max(1, len(image_tasks)))
+    logging.info("encoding with %d local worker(s)", workers)
+    written = SplitsWritten(stats={}, skipped=[], encodings=collections.Counter())
+    with (
+        _image_results(image_tasks, workers=workers) as results,
+        contextlib.ExitStack() as stack,
+    ):
+        # Imported once the workers exist, so forked workers never inherit TensorFlow.
+        from transfusion_tf.data import writer as writer_lib
+
+        writers = {
+            plan.split: stack.enter_context(
+                writer_lib.ShardedWriter(
+                    output_dir,
+                    plan.split,
+                    tasks=tasks,
+                    num_shards=plan.num_shards,
+                    overwrite=options.overwrite,
+                )
+            )
+            for plan in plans
+        }
+        progress = tqdm(
+            total=len(image_tasks),
+            unit="img",
+            desc=desc,
+            disable=None if options.progress else True,
+        )
+        with progress:
+            for result in results:
+                plan, i = where[result.index]
+                record = plan.records[i]
+                progress.update(1)
+                if result.error is not None:
+                    written.skipped.append(
+                        {"path": record.path or record.example_id, "reason": result.error}
+                    )
+                    continue
+                written.encodings[result.encoding] += 1
+                writers[plan.split].write(
+                    image_bytes=result.data,
+                    height=result.height,
+                    width=result.width,
+                    channels=result.channels,
+                    example_id=record.example_id,
+                    patient_id=record.patient_id,
+                    labels=record.labels,
+                    mask=record.mask,
+                )
+        written.stats = {split: w.stats for split, w in writers.items()}
+        yield written
+
+
 def write_source(source: base.Source, *, output_dir: str, options: base.ConvertOptions) -> dict:
     """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
 
@@ -126,72 +222,46 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
         imageio.ImageTask(index=i, path=r.path, array=r.array, image_size=options.image_size)
         for i, (_, r) in enumerate(ordered)
     ]
-    workers = min(options.resolved_workers(), max(1, len(image_tasks)))
     logging.info(
-        "converting %d images from %s (%s) with %d worker(s)",
+        "converting %d images from %s (%s), backend %s",
         len(image_tasks),
         source.input_path,
         source.source_format,
-        workers,
+        options.backend,
     )
-    skipped = list(source.skipped)
-    encodings: collections.Counter[str] = collections.Counter()
-    stats = {}
-    with (
-        _image_results(image_tasks, workers=workers) as results,
-        contextlib.ExitStack() as stack,
-    ):
-        # Imported once the workers exist, so forked workers never inherit TensorFlow.
-        from transfusion_tf.data import writer as writer_lib
-
-        start = time.perf_counter()
-        writers = {
-            split: stack.enter_context(
-                writer_lib.ShardedWriter(
-                    output_dir,
-                    split,
-                    tasks=source.tasks,
-                    num_shards=shards_for(len(by_split[split]), options.num_shards),
-                    overwrite=options.overwrite,
-                )
-            )
-            for split in expected
-        }
-        progress = tqdm(
-            total=len(image_tasks),
-            unit="img",
-            desc=f"{source.source_format} -> {output_dir}",
-            disable=None if options.progress else True,
+    plans = [
+        SplitPlan(
+            split=split,
+            records=[r for s, r in ordered if s == split],
+            tasks=[t for t, (s, _) in zip(image_tasks, ordered, strict=True) if s == split],
+            num_shards=shards_for(len(by_split[split]), options.num_shards),
         )
-        with progress:
-            for result in results:
-                split, record = ordered[result.index]
-                progress.update(1)
-                if result.error is not None:
-                    skipped.append(
-                        {"path": record.path or record.example_id, "reason": result.error}
-                    )
-                    continue
-                encodings[result.encoding] += 1
-                writers[split].write(
-                    image_bytes=result.data,
-                    height=result.height,
-                    width=result.width,
-                    channels=result.channels,
-                    example_id=record.example_id,
-                    patient_id=record.patient_id,
-                    labels=record.labels,
-                    mask=record.mask,
-                )
+        for split in expected
+    ]
+    write_splits = _write_local
+    if options.backend == "ray":
+        from transfusion_tf.data.converters import ray_backend
+
+        write_splits = ray_backend.write_splits
+    start = time.perf_counter()
+    with write_splits(
+        plans,
+        output_dir=output_dir,
+        tasks=source.tasks,
+        options=options,
+        desc=f"{source.source_format} -> {output_dir}",
+    ) as written:
+        skipped = list(source.skipped) + written.skipped
+        encodings = written.encodings
         if options.strict and skipped:
             _raise_strict(skipped, source.input_path)
-        for split, split_writer in writers.items():
-            if split_writer.stats.num_examples == 0:
+        for split, split_stats in written.stats.items():
+            if split_stats.num_examples == 0:
                 raise base.ConversionError(
                     f"{source.input_path}: split {split!r} is empty: all of its "
                     f"{len(by_split[split])} images were skipped"
                 )
-            stats[split] = split_writer.stats
+        stats = written.stats
     seconds = time.perf_counter() - start
     logging.info(
         "processed %d images in %.1f s (%.1f img/s), %d skipped",
@@ -219,7 +289,7 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
 def _conversion_record(source: base.Source, options: base.ConvertOptions) -> dict[str, Any]:
     """What the dataset was converted from and with which settings (kept in dataset_info)."""
     settings = options.to_dict()
-    for key in ("workers", "progress", "overwrite", "strict"):
+    for key in ("workers", "progress", "overwrite", "strict", "backend", "ray_address"):
         settings.pop(key, None)
     return {"input": source.input_path, "options": settings}
 
