@@ -1,4 +1,4 @@
-"""Every flagfile of flags/ parses with the real `transfusion-train` flags; the grid driver;
+"""Every flagfile of flags/ parses with the real `transfusion-train` flags; `transfusion-grid`;
 README's `transfusion-*` commands use flags that exist."""
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_unknown_flag_in_a_flagfile_is_an_error(train_flags, tmp_path):
 
 def _grid(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "run_grid.py"), *args],
+        [sys.executable, "-m", "transfusion_tf.cli.grid", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -152,6 +152,7 @@ def test_grid_runs_skips_finished_and_reports_failures(tmp_path):
         f"--runs_dir={runs}",
         f"--train_command={shlex.quote(sys.executable)} {fake}",
         f"--report_command={shlex.quote(sys.executable)} -c pass",
+        "--retries=0",
     ]
     for _ in range(2):
         proc = _grid(*common)
@@ -182,8 +183,10 @@ def _readme_commands() -> list[tuple[str, list[str]]]:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split(" #")[0]
-            for m in re.finditer(r"transfusion-(\w+)((?:\s+--?[\w.=/,*'\"{}<>:-]*)*)", line):
-                names = re.findall(r"--(?:no)?(\w+)", m.group(2))
+            for m in re.finditer(r"transfusion-(\w+)((?:\s+--?[\w.=/,*'\"{}<>:$-]*)*)", line):
+                # After a lone `--` come the training flags transfusion-grid passes on.
+                own = re.split(r"\s--(?:\s|$)", m.group(2))[0]
+                names = re.findall(r"--(?:no)?(\w+)", own)
                 out.append((m.group(1), names))
     return out
 

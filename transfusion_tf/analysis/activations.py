@@ -55,6 +55,10 @@ class WorkdirError(ValueError):
 class ActivationSpec:
     """Which datapoints the activations are taken on.
 
+    The defaults follow the measured chance levels in the README ("Chance levels"): 1,024
+    images halve chance mean CCA at ResNet50's block4 (0.39 with 256 images, 0.21 with 1,024)
+    and 64 positions keep its whole 7 x 7 map at 224 px.
+
     split: dataset split; num_examples: the first N examples of the split in file order (fixed
     across runs); batch_size: images per forward pass; conv_policy: "positions" or "pool";
     max_positions: cap of positions per image for "positions"; seed: position subsampling and
@@ -62,7 +66,7 @@ class ActivationSpec:
     """
 
     split: str = "valid"
-    num_examples: int = 256
+    num_examples: int = 1024
     batch_size: int = 32
     conv_policy: str = "positions"
     max_positions: int = 64

@@ -36,7 +36,12 @@ flags.DEFINE_string(
     "dataset in the first workdir's config.json.",
 )
 flags.DEFINE_string("split", "valid", "Dataset split of the images.")
-flags.DEFINE_integer("num_examples", 256, "First N examples of the split (fixed order).")
+flags.DEFINE_integer(
+    "num_examples",
+    act.ActivationSpec.num_examples,
+    "First N examples of the split (fixed order); the default keeps chance CCA at ResNet50's "
+    "block4 near 0.2 (README, Chance levels).",
+)
 flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
 flags.DEFINE_enum(
     "conv_policy",
@@ -45,7 +50,11 @@ flags.DEFINE_enum(
     "Conv maps: every (image, position) a datapoint (capped by --max_positions), or global "
     "average pool (one datapoint per image).",
 )
-flags.DEFINE_integer("max_positions", 64, "positions policy: at most this many per image.")
+flags.DEFINE_integer(
+    "max_positions",
+    act.ActivationSpec.max_positions,
+    "positions policy: at most this many per image.",
+)
 flags.DEFINE_integer(
     "seed",
     0,

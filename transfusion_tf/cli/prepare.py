@@ -69,6 +69,21 @@ flags.DEFINE_integer(
     "num_shards", None, "Shards per split (default: about one per 1,000 examples)."
 )
 flags.DEFINE_integer("workers", None, "Worker processes (default: every available core).")
+flags.DEFINE_enum(
+    "backend",
+    base.ConvertOptions.backend,
+    list(base.BACKENDS),
+    "Where images are encoded and shards written: local (this machine's cores) or ray (one "
+    "Ray task per chunk of images and per shard; pip install 'transfusion_tf[ray]'). Both "
+    "write the same dataset.",
+)
+flags.DEFINE_string(
+    "ray_address",
+    None,
+    "ray: the cluster (`auto`, or the head's host:port); default $RAY_ADDRESS, else a private "
+    "Ray instance on this machine. On a cluster --input and --output_dir must be readable by "
+    "every node: a shared filesystem or a URL (gs://...).",
+)
 flags.DEFINE_boolean("strict", False, "Fail (non-zero exit, no dataset) if any input is skipped.")
 flags.DEFINE_boolean("overwrite", False, "Replace the shards of an earlier conversion.")
 flags.DEFINE_enum(
@@ -109,6 +124,8 @@ def _options() -> base.ConvertOptions:
         path_column=FLAGS.path_column,
         label_columns=tuple(FLAGS.label_columns) if FLAGS.label_columns is not None else None,
         patient_column=FLAGS.patient_column,
+        backend=FLAGS.backend,
+        ray_address=FLAGS.ray_address,
     )
 
 

@@ -18,13 +18,15 @@ own the pool terminate it; and `worker_init`, the workers' initializer, leaves S
 parent and starts a thread that ends the worker as soon as its parent is gone, even after a
 SIGKILL.
 
-This module never imports TensorFlow: the conversion driver uses it before TensorFlow loads.
+Dataset directories on any TensorFlow filesystem (`gs://...`, see `fileio`) are staged the
+same way; there the renames are copies and no longer atomic, but the old info file still
+stays until the new dataset is complete. Local paths never import TensorFlow: the conversion
+driver uses this module before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
 import shutil
@@ -36,6 +38,7 @@ from collections.abc import Iterator
 
 from absl import logging
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data import info as info_lib
 
 STAGING_PREFIX = ".staging-"
@@ -75,18 +78,31 @@ def _pid_alive(pid: int) -> bool:
 
 def staging_dir(output_dir: str) -> str:
     """This process's staging folder inside `output_dir`."""
-    return os.path.join(output_dir, f"{STAGING_PREFIX}{_host()}-{os.getpid()}")
+    return fileio.join(output_dir, f"{STAGING_PREFIX}{_host()}-{os.getpid()}")
 
 
 def _dataset_files(directory: str) -> list[str]:
     """Final-named shards and the info file in `directory` (what a publish replaces)."""
-    names = [n for n in os.listdir(directory) if _SHARD_RE.match(n)]
-    if os.path.isfile(os.path.join(directory, info_lib.DATASET_INFO_FILE)):
+    names = [n for n in fileio.listdir(directory) if _SHARD_RE.match(n)]
+    if fileio.isfile(fileio.join(directory, info_lib.DATASET_INFO_FILE)):
         names.append(info_lib.DATASET_INFO_FILE)
     return sorted(names)
 
 
+def _rmtree(path: str) -> None:
+    """Removes a folder and everything in it, ignoring errors (local or URL)."""
+    if not fileio.is_url(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    import tensorflow as tf
+
+    with contextlib.suppress(Exception):  # tf.errors of any kind: best effort
+        tf.io.gfile.rmtree(path)
+
+
 def _fsync_dir(directory: str) -> None:
+    if fileio.is_url(directory):
+        return
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -118,16 +134,16 @@ def publish(stage: str, output_dir: str) -> None:
     """
     with held_signals():
         staged = [n for n in _dataset_files(stage) if n != info_lib.DATASET_INFO_FILE]
-        old_info = os.path.join(output_dir, info_lib.DATASET_INFO_FILE)
-        if os.path.exists(old_info):
-            os.remove(old_info)
+        old_info = fileio.join(output_dir, info_lib.DATASET_INFO_FILE)
+        if fileio.exists(old_info):
+            fileio.remove(old_info)
         for name in _dataset_files(output_dir):
-            os.remove(os.path.join(output_dir, name))
+            fileio.remove(fileio.join(output_dir, name))
         for name in staged:
-            os.replace(os.path.join(stage, name), os.path.join(output_dir, name))
-        os.replace(os.path.join(stage, info_lib.DATASET_INFO_FILE), old_info)
+            fileio.replace(fileio.join(stage, name), fileio.join(output_dir, name))
+        fileio.replace(fileio.join(stage, info_lib.DATASET_INFO_FILE), old_info)
         _fsync_dir(output_dir)
-        shutil.rmtree(stage, ignore_errors=True)
+        _rmtree(stage)
 
 
 def clean_stale(output_dir: str) -> list[str]:
@@ -138,29 +154,27 @@ def clean_stale(output_dir: str) -> list[str]:
     dead staging folder, and hidden temporary shards and info files of dead processes, are
     removed. Files of live processes (another conversion running now) are left alone.
     """
-    if not os.path.isdir(output_dir):
+    if not fileio.isdir(output_dir):
         return []
     done = []
     host = _host()
-    for name in sorted(os.listdir(output_dir)):
-        path = os.path.join(output_dir, name)
+    for name in sorted(fileio.listdir(output_dir)):
+        path = fileio.join(output_dir, name)
         staging = _STAGING_RE.match(name)
-        if staging and os.path.isdir(path):
+        if staging and fileio.isdir(path):
             if staging.group("host") != host or _pid_alive(int(staging.group("pid"))):
                 continue
-            info_done = os.path.isfile(os.path.join(path, info_lib.DATASET_INFO_FILE))
-            if info_done and not os.path.exists(
-                os.path.join(output_dir, info_lib.DATASET_INFO_FILE)
-            ):
+            info_done = fileio.isfile(fileio.join(path, info_lib.DATASET_INFO_FILE))
+            if info_done and not fileio.exists(fileio.join(output_dir, info_lib.DATASET_INFO_FILE)):
                 logging.warning("completing the interrupted publish of %s", path)
                 publish(path, output_dir)
             else:
-                shutil.rmtree(path, ignore_errors=True)
+                _rmtree(path)
             done.append(name)
             continue
         tmp = _TMP_RE.match(name)
-        if tmp and os.path.isfile(path) and not _pid_alive(int(tmp.group("pid"))):
-            os.remove(path)
+        if tmp and fileio.isfile(path) and not _pid_alive(int(tmp.group("pid"))):
+            fileio.remove(path)
             done.append(name)
     if done:
         logging.info("removed %d leftover(s) of dead conversions in %s", len(done), output_dir)
@@ -173,17 +187,18 @@ def check_output_dir(output_dir: str, *, overwrite: bool) -> None:
     NotADirectoryError when it (or a parent) is a file; DatasetExistsError when it holds a
     dataset (shards or info file) and `overwrite` is False.
     """
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    if fileio.exists(output_dir) and not fileio.isdir(output_dir):
         raise NotADirectoryError(
             f"{output_dir} is a file, not a folder; a dataset is a folder of shards "
             "(choose a folder path, or move the file away)"
         )
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if parent and not os.path.isdir(parent):
-        raise NotADirectoryError(f"{parent} is a file, so {output_dir} cannot be created")
-    if not overwrite and os.path.isdir(output_dir):
+    if not fileio.is_url(output_dir):
+        parent = os.path.dirname(os.path.abspath(output_dir))
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent and not os.path.isdir(parent):
+            raise NotADirectoryError(f"{parent} is a file, so {output_dir} cannot be created")
+    if not overwrite and fileio.isdir(output_dir):
         existing = _dataset_files(output_dir)
         if existing:
             raise DatasetExistsError(f"{output_dir} already holds a dataset ({existing[0]}, ...)")
@@ -199,24 +214,25 @@ def staged_dataset(output_dir: str, *, overwrite: bool) -> Iterator[str]:
     `output_dir` is left as it was (a folder this call created is removed again).
     """
     check_output_dir(output_dir, overwrite=overwrite)
-    created = not os.path.exists(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    created = not fileio.exists(output_dir)
+    fileio.makedirs(output_dir)
     clean_stale(output_dir)
     check_output_dir(output_dir, overwrite=overwrite)  # a completed publish may have landed
     stage = staging_dir(output_dir)
-    shutil.rmtree(stage, ignore_errors=True)
-    os.makedirs(stage)
+    if fileio.exists(stage):
+        _rmtree(stage)
+    fileio.makedirs(stage)
     published = False
     try:
         yield stage
-        if not os.path.isfile(os.path.join(stage, info_lib.DATASET_INFO_FILE)):
+        if not fileio.isfile(fileio.join(stage, info_lib.DATASET_INFO_FILE)):
             raise RuntimeError(f"{stage}: no {info_lib.DATASET_INFO_FILE} was written")
         publish(stage, output_dir)
         published = True
     finally:
-        if os.path.isdir(stage):
-            shutil.rmtree(stage, ignore_errors=True)
-        if created and not published:
+        if fileio.isdir(stage):
+            _rmtree(stage)
+        if created and not published and not fileio.is_url(output_dir):
             with contextlib.suppress(OSError):
                 os.rmdir(output_dir)  # only if empty: a folder this run made for nothing
 
@@ -266,9 +282,4 @@ def worker_init(parent: int | None = None) -> None:
 
 def leftover_temporaries(output_dir: str) -> list[str]:
     """Hidden temporary files and staging folders in `output_dir` (for checks and tests)."""
-    pattern = os.path.join(glob.escape(output_dir), ".*")
-    return sorted(
-        os.path.basename(p)
-        for p in glob.glob(pattern)
-        if _STAGING_RE.match(os.path.basename(p)) or _TMP_RE.match(os.path.basename(p))
-    )
+    return sorted(n for n in fileio.listdir(output_dir) if _STAGING_RE.match(n) or _TMP_RE.match(n))

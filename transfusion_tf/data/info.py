@@ -14,11 +14,12 @@ info file is written last, so its presence means the shards it describes are com
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import os
 import re
 from typing import Any
+
+from transfusion_tf.data import fileio
 
 DATASET_INFO_FILE = "dataset_info.json"
 SPLITS = ("train", "valid", "test")
@@ -56,16 +57,16 @@ def load_dataset_info(dataset_dir: str) -> dict[str, Any]:
     Raises FileNotFoundError naming the directory when it or the info file is missing, and
     DatasetError when the file is not valid JSON or lacks a required key.
     """
-    if not os.path.isdir(dataset_dir):
+    if not fileio.isdir(dataset_dir):
         raise FileNotFoundError(f"dataset directory not found: {dataset_dir}")
     path = os.path.join(dataset_dir, DATASET_INFO_FILE)
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise FileNotFoundError(
             f"{DATASET_INFO_FILE} not found in dataset directory {dataset_dir} "
             "(not a prepared dataset, or its conversion did not finish)"
         )
     try:
-        with open(path, encoding="utf-8") as f:
+        with fileio.open(path, encoding="utf-8") as f:
             info = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path} is not valid JSON: {e}") from None
@@ -83,21 +84,22 @@ def write_dataset_info(dataset_dir: str, info: dict[str, Any]) -> str:
     """Writes `info` as `<dataset_dir>/dataset_info.json` atomically; returns the path."""
     path = os.path.join(dataset_dir, DATASET_INFO_FILE)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with fileio.open(tmp, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        if not fileio.is_url(tmp):
+            os.fsync(f.fileno())
+    fileio.replace(tmp, path)
     return path
 
 
 def list_shards(dataset_dir: str, split: str) -> list[str]:
     """All final-named shard files of `split` in `dataset_dir`, sorted (no consistency check)."""
-    pattern = os.path.join(glob.escape(dataset_dir), f"{glob.escape(split)}-*-of-*.tfrecord")
+    pattern = os.path.join(fileio.escape(dataset_dir), f"{fileio.escape(split)}-*-of-*.tfrecord")
     return sorted(
         p
-        for p in glob.glob(pattern)
+        for p in fileio.glob(pattern)
         if (m := _SHARD_RE.match(os.path.basename(p))) and m.group("split") == split
     )
 
@@ -155,6 +157,11 @@ def count_records(path: str) -> int:
     record the file ends inside (a shard cut mid-record). Changed bytes inside a record are
     found by CRC when it is read (`verify.py`).
     """
+    if fileio.is_url(path):
+        import tensorflow as tf
+
+        stat = tf.io.gfile.stat(path)
+        return _count_records(path, int(stat.length), int(stat.mtime_nsec))
     stat = os.stat(path)
     return _count_records(path, stat.st_size, stat.st_mtime_ns)
 
@@ -163,7 +170,7 @@ def count_records(path: str) -> int:
 def _count_records(path: str, size: int, mtime_ns: int) -> int:
     del mtime_ns  # part of the cache key only
     count, offset = 0, 0
-    with open(path, "rb") as f:
+    with fileio.open(path, "rb") as f:
         while offset < size:
             header = f.read(8)
             if len(header) < 8:

@@ -12,7 +12,9 @@ counts and write `dataset_info.json` last:
 
 Shards are written under hidden temporary names and renamed to `<split>-NNNNN-of-MMMMM.tfrecord`
 only when the split is complete; an exception inside the `with` block deletes them, so no
-half-written shard ever carries a final name. Examples go to shards round robin in write order.
+half-written shard ever carries a final name. Examples go to shards round robin in write order,
+serialised deterministically (features sorted by key: protobuf's map order otherwise changes
+from process to process), so the same examples give the same shard bytes.
 """
 
 from __future__ import annotations
@@ -166,7 +168,9 @@ class ShardedWriter:
             labels=labels,
             mask=mask,
         )
-        self._write_serialized(example.SerializeToString(), example_id, labels, mask, image_bytes)
+        self._write_serialized(
+            example.SerializeToString(deterministic=True), example_id, labels, mask, image_bytes
+        )
 
     def write_example(self, example: tf.train.Example) -> None:
         """Adds one already built `tf.train.Example` (see `schema.make_example`)."""
@@ -180,7 +184,9 @@ class ShardedWriter:
                 f"dataset has {len(self.tasks)} tasks"
             )
         image_bytes = feature[schema.IMAGE_KEY].bytes_list.value[0]
-        self._write_serialized(example.SerializeToString(), example_id, labels, mask, image_bytes)
+        self._write_serialized(
+            example.SerializeToString(deterministic=True), example_id, labels, mask, image_bytes
+        )
 
     def _write_serialized(
         self,

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import base, driver, eyepacs
 
 
 def read_aptos(input_path: str, options: base.ConvertOptions) -> base.Source:
     """Reads the APTOS 2019 layout into a Source (no source splits)."""
-    root = os.path.abspath(input_path)
-    if not os.path.isdir(root):
+    root = fileio.absolute(input_path)
+    if not fileio.isdir(root):
         raise base.ConversionError(f"{input_path}: APTOS folder not found")
     csv_path = os.path.join(root, "train.csv")
-    if not os.path.isfile(csv_path):
+    if not fileio.isfile(csv_path):
         raise base.ConversionError(
             f"{input_path}: no train.csv; expected the APTOS 2019 folder with train.csv and "
             "train_images/"

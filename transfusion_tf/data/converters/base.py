@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 
 from transfusion_tf.config import ConfigBase
+from transfusion_tf.data import fileio
 from transfusion_tf.registry import Registry
 
 SPLITS = ("train", "valid", "test")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 BLANK_POLICIES = ("negative", "ignore")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
+BACKENDS = ("local", "ray")
 
 
 class ConversionError(ValueError):
@@ -44,6 +46,9 @@ class ConvertOptions(ConfigBase):
     `num_shards` is the shard count of each split (fewer when a split has fewer examples); None
     picks about one shard per 1,000 examples. `workers=None` uses every core available to the
     process. `overwrite` replaces the shards of an earlier conversion into the same folder.
+    `backend` is where images are encoded and shards written: `local` (this machine's cores)
+    or `ray` (Ray tasks on `ray_address`: None = $RAY_ADDRESS or a private local instance);
+    both write the same dataset.
     """
 
     image_size: int | None = None
@@ -64,6 +69,8 @@ class ConvertOptions(ConfigBase):
     label_columns: tuple[str, ...] | None = None
     patient_column: str | None = None
     progress: bool = True
+    backend: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.uncertain_policy not in UNCERTAIN_POLICIES:
@@ -92,6 +99,8 @@ class ConvertOptions(ConfigBase):
             raise ValueError(f"workers must be positive, got {self.workers}")
         if self.num_examples < 1:
             raise ValueError(f"num_examples must be positive, got {self.num_examples}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def label_policy(self) -> dict[str, str]:
@@ -205,10 +214,10 @@ def read_csv(path: str, *, required: Iterable[str] = ()) -> CsvTable:
     Blank lines are left out; every other row must have exactly as many cells as the header
     (a ConversionError naming the file and line otherwise).
     """
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise ConversionError(f"{path}: CSV file not found")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with fileio.open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -329,7 +338,7 @@ def check_patients_disjoint(records: Iterable[SourceRecord], *, input_path: str)
 def list_image_files(root: str) -> list[str]:
     """All files under `root` (recursively, sorted) whose extension is an image extension."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in fileio.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import base, driver
 
 OBSERVATIONS = (
@@ -49,10 +50,10 @@ def _relative_path(csv_path_cell: str) -> str:
 
 def read_chexpert(input_path: str, options: base.ConvertOptions) -> base.Source:
     """Reads a CheXpert folder into a Source (records of train.csv and valid.csv)."""
-    root = os.path.abspath(input_path)
-    if not os.path.isdir(root):
+    root = fileio.absolute(input_path)
+    if not fileio.isdir(root):
         raise base.ConversionError(f"{input_path}: CheXpert folder not found")
-    if not os.path.isfile(os.path.join(root, "train.csv")):
+    if not fileio.isfile(os.path.join(root, "train.csv")):
         raise base.ConversionError(
             f"{input_path}: no train.csv; expected the CheXpert-v1.0(-small) folder that holds "
             "train.csv and valid.csv"
@@ -67,7 +68,7 @@ def read_chexpert(input_path: str, options: base.ConvertOptions) -> base.Source:
     )
     for csv_name, split in SOURCE_SPLITS:
         csv_path = os.path.join(root, csv_name)
-        if split != "train" and not os.path.isfile(csv_path):
+        if split != "train" and not fileio.isfile(csv_path):
             continue
         view_column = ("Frontal/Lateral",) if options.frontal_only else ()
         table = base.read_csv(csv_path, required=("Path", *view_column, *tasks))

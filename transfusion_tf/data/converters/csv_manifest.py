@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import base, driver, folder
 
 SPLIT_COLUMN = "split"
@@ -19,8 +20,8 @@ DEFAULT_PATIENT_COLUMN = "patient_id"
 
 def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Source:
     """Reads a CSV manifest into a Source."""
-    csv_path = os.path.abspath(input_path)
-    if os.path.isdir(csv_path):
+    csv_path = fileio.absolute(input_path)
+    if fileio.isdir(csv_path):
         raise base.ConversionError(f"{input_path}: expected a CSV manifest file, got a folder")
     root = os.path.dirname(csv_path)
     required = [options.path_column]

@@ -19,12 +19,14 @@ This module never imports TensorFlow: it runs inside the conversion worker proce
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import pydicom
 import pydicom.errors
 import pydicom.pixels
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import dicom_codecs
 
 # Which frame of a multi-frame file becomes the example (reported in the summary).
@@ -55,10 +57,15 @@ class DicomImage:
     frames: int
 
 
+def _source(path: str):
+    """What pydicom reads: the local path itself, or the bytes of a URL (`gs://...`)."""
+    return io.BytesIO(fileio.read_bytes(path)) if fileio.is_url(path) else path
+
+
 def read_patient_id(path: str) -> str | None:
     """Returns the (0010,0020) Patient ID of a DICOM file, or None when absent or unreadable."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        ds = pydicom.dcmread(_source(path), stop_before_pixels=True, specific_tags=["PatientID"])
     except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError):
         return None
     value = str(ds.get("PatientID", "") or "").strip()
@@ -140,7 +147,7 @@ def read_dicom_image(path: str) -> DicomImage:
     naming `path` when the file is not DICOM, has no pixel data, or its pixel data is corrupt.
     """
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(_source(path))
     except pydicom.errors.InvalidDicomError as err:
         raise DicomError(f"{path}: not a DICOM file ({err})") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError) as err:

@@ -4,7 +4,8 @@
 drop duplicate rows, keep source splits or draw train/valid/test by patient (seeded), shuffle
 each split (seeded, so class-sorted sources are mixed across shards), read + decode + resize +
 encode every image in a pool of worker processes while the parent writes the TFRecord shards
-in order, and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
+in order (the `local` backend; `ray` runs that work as Ray tasks, see `ray_backend`, and writes
+the same shards), and finally verify the shards and write `dataset_info.json`. Inputs that cannot be
 used are skipped, counted and listed with their reason; under `strict` any skip is an error
 and no dataset info is written. `format_summary` renders the one-screen summary.
 """
@@ -26,7 +27,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from transfusion_tf.data import atomic
+from transfusion_tf.data import atomic, fileio
 from transfusion_tf.data import info as info_lib
 from transfusion_tf.data.converters import base, imageio
 
@@ -88,170 +89,6 @@ def _image_results(
         yield pool.imap(imageio.process_image, tasks, chunksize=chunksize)
 
 
-def write_source(source: base.Source, *, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
-
-    Raises ConversionError for an empty input, an empty split, patients shared by two source
-    splits, or (under `options.strict`) any skipped input; atomic.DatasetExistsError when
-    `output_dir` already holds a dataset and `options.overwrite` is not set, and
-    NotADirectoryError when it is a file (both checked before any work).
-
-    The dataset is written into a staging folder and published when complete
-    (`atomic.staged_dataset`): an old dataset in `output_dir` stays loadable until then, and a
-    failed or interrupted conversion (SIGINT, SIGTERM) leaves it as it was.
-    """
-    atomic.check_output_dir(output_dir, overwrite=options.overwrite)
-    records = _drop_duplicates(source)
-    if not records:
-        detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
-        raise base.ConversionError(
-            f"{source.input_path}: empty input, no images to convert{detail}"
-        )
-    if options.strict and source.skipped:
-        _raise_strict(source.skipped, source.input_path)
-    records, expected = base.assign_splits(
-        records,
-        valid_fraction=options.valid_fraction,
-        test_fraction=options.test_fraction,
-        seed=options.seed,
-    )
-    base.check_patients_disjoint(records, input_path=source.input_path)
-    rng = np.random.default_rng(options.seed)
-    by_split: dict[str, list[base.SourceRecord]] = {}
-    for split in expected:
-        members = [r for r in records if r.split == split]
-        if not members:
-            raise base.ConversionError(
-                f"{source.input_path}: split {split!r} is empty (too few patients or every "
-                "entry filtered out); lower --valid_fraction/--test_fraction or add data"
-            )
-        by_split[split] = [members[i] for i in rng.permutation(len(members))]
-    ordered = [(split, r) for split in expected for r in by_split[split]]
-    image_tasks = [
-        imageio.ImageTask(index=i, path=r.path, array=r.array, image_size=options.image_size)
-        for i, (_, r) in enumerate(ordered)
-    ]
-    workers = min(options.resolved_workers(), max(1, len(image_tasks)))
-    logging.info(
-        "converting %d images from %s (%s) with %d worker(s)",
-        len(image_tasks),
-        source.input_path,
-        source.source_format,
-        workers,
-    )
-    with (
-        atomic.interruptible(),
-        atomic.staged_dataset(output_dir, overwrite=options.overwrite) as stage,
-    ):
-        return _write_staged(
-            source,
-            options=options,
-            stage=stage,
-            output_dir=output_dir,
-            expected=expected,
-            by_split=by_split,
-            ordered=ordered,
-            image_tasks=image_tasks,
-            workers=workers,
-        )
-
-
-def _write_staged(
-    source: base.Source,
-    *,
-    options: base.ConvertOptions,
-    stage: str,
-    output_dir: str,
-    expected: list[str],
-    by_split: dict[str, list[base.SourceRecord]],
-    ordered: list[tuple[str, base.SourceRecord]],
-    image_tasks: list[imageio.ImageTask],
-    workers: int,
-) -> dict:
-    """Processes the images and writes the whole dataset into the staging folder `stage`."""
-    skipped = list(source.skipped)
-    encodings: collections.Counter[str] = collections.Counter()
-    dicom_counts = DicomCounts()
-    stats = {}
-    with (
-        _image_results(image_tasks, workers=workers) as results,
-        contextlib.ExitStack() as stack,
-    ):
-        # Imported once the workers exist, so forked workers never inherit TensorFlow.
-        from transfusion_tf.data import writer as writer_lib
-
-        start = time.perf_counter()
-        writers = {
-            split: stack.enter_context(
-                writer_lib.ShardedWriter(
-                    stage,
-                    split,
-                    tasks=source.tasks,
-                    num_shards=shards_for(len(by_split[split]), options.num_shards),
-                )
-            )
-            for split in expected
-        }
-        progress = tqdm(
-            total=len(image_tasks),
-            unit="img",
-            desc=f"{source.source_format} -> {output_dir}",
-            disable=None if options.progress else True,
-        )
-        with progress:
-            for result in results:
-                split, record = ordered[result.index]
-                progress.update(1)
-                dicom_counts.add(result)
-                if result.error is not None:
-                    skipped.append(
-                        {"path": record.path or record.example_id, "reason": result.error}
-                    )
-                    continue
-                encodings[result.encoding] += 1
-                writers[split].write(
-                    image_bytes=result.data,
-                    height=result.height,
-                    width=result.width,
-                    channels=result.channels,
-                    example_id=record.example_id,
-                    patient_id=record.patient_id,
-                    labels=record.labels,
-                    mask=record.mask,
-                )
-        if options.strict and skipped:
-            _raise_strict(skipped, source.input_path)
-        for split, split_writer in writers.items():
-            if split_writer.stats.num_examples == 0:
-                raise base.ConversionError(
-                    f"{source.input_path}: split {split!r} is empty: all of its "
-                    f"{len(by_split[split])} images were skipped"
-                )
-            stats[split] = split_writer.stats
-    seconds = time.perf_counter() - start
-    logging.info(
-        "processed %d images in %.1f s (%.1f img/s), %d skipped",
-        len(image_tasks),
-        seconds,
-        len(image_tasks) / max(seconds, 1e-9),
-        len(skipped),
-    )
-    encoding = "+".join(sorted(encodings)) if encodings else "png"
-    from transfusion_tf.data import writer as writer_lib
-
-    return writer_lib.finalize_dataset(
-        stage,
-        tasks=source.tasks,
-        source_format=source.source_format,
-        label_policy=source.label_policy,
-        image_encoding=encoding,
-        split_stats=stats,
-        skipped=skipped,
-        extra={"conversion": _conversion_record(source, options), **dicom_counts.to_info()},
-        single_label=source.single_label,
-    )
-
-
 @dataclasses.dataclass
 class DicomCounts:
     """What the DICOM inputs of a conversion were: decoded and undecodable files per transfer
@@ -289,10 +126,222 @@ class DicomCounts:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    """One split to write: its records and image tasks in write order, and its shard count."""
+
+    split: str
+    records: list[base.SourceRecord]
+    tasks: list[imageio.ImageTask]
+    num_shards: int
+
+
+@dataclasses.dataclass
+class SplitsWritten:
+    """What a backend wrote: stats per split, per-image skips in write order, encodings, and
+    what its DICOM inputs were (left empty by a backend that does not count them)."""
+
+    stats: dict[str, Any]  # split -> writer.SplitStats
+    skipped: list[dict[str, str]]
+    encodings: collections.Counter[str]
+    dicom: DicomCounts = dataclasses.field(default_factory=DicomCounts)
+
+
+@contextlib.contextmanager
+def _write_local(
+    plans: Sequence[SplitPlan],
+    *,
+    output_dir: str,
+    tasks: Sequence[str],
+    options: base.ConvertOptions,
+    desc: str,
+) -> Iterator[SplitsWritten]:
+    """The local backend: this machine's process pool encodes, this process writes the shards.
+
+    Yields once every image is written under a temporary name; shards get their final names
+    when the `with` block ends without error, and are deleted otherwise.
+    """
+    if fileio.is_url(output_dir):
+        raise base.ConversionError(
+            f"--output_dir={output_dir}: the local backend writes to a local directory; "
+            "write to a URL with --backend=ray"
+        )
+    image_tasks = [t for plan in plans for t in plan.tasks]
+    where = {t.index: (plan, i) for plan in plans for i, t in enumerate(plan.tasks)}
+    workers = min(options.resolved_workers(), max(1, len(image_tasks)))
+    logging.info("encoding with %d local worker(s)", workers)
+    written = SplitsWritten(stats={}, skipped=[], encodings=collections.Counter())
+    with (
+        _image_results(image_tasks, workers=workers) as results,
+        contextlib.ExitStack() as stack,
+    ):
+        # Imported once the workers exist, so forked workers never inherit TensorFlow.
+        from transfusion_tf.data import writer as writer_lib
+
+        writers = {
+            plan.split: stack.enter_context(
+                writer_lib.ShardedWriter(
+                    output_dir,
+                    plan.split,
+                    tasks=tasks,
+                    num_shards=plan.num_shards,
+                    overwrite=options.overwrite,
+                )
+            )
+            for plan in plans
+        }
+        progress = tqdm(
+            total=len(image_tasks),
+            unit="img",
+            desc=desc,
+            disable=None if options.progress else True,
+        )
+        with progress:
+            for result in results:
+                plan, i = where[result.index]
+                record = plan.records[i]
+                progress.update(1)
+                written.dicom.add(result)
+                if result.error is not None:
+                    written.skipped.append(
+                        {"path": record.path or record.example_id, "reason": result.error}
+                    )
+                    continue
+                written.encodings[result.encoding] += 1
+                writers[plan.split].write(
+                    image_bytes=result.data,
+                    height=result.height,
+                    width=result.width,
+                    channels=result.channels,
+                    example_id=record.example_id,
+                    patient_id=record.patient_id,
+                    labels=record.labels,
+                    mask=record.mask,
+                )
+        written.stats = {split: w.stats for split, w in writers.items()}
+        yield written
+
+
+def write_source(source: base.Source, *, output_dir: str, options: base.ConvertOptions) -> dict:
+    """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
+
+    Raises ConversionError for an empty input, an empty split, patients shared by two source
+    splits, or (under `options.strict`) any skipped input; atomic.DatasetExistsError when
+    `output_dir` already holds a dataset and `options.overwrite` is not set, and
+    NotADirectoryError when it is a file (both checked before any work).
+
+    The dataset is written into a staging folder and published when complete
+    (`atomic.staged_dataset`): an old dataset in `output_dir` stays loadable until then, and a
+    failed or interrupted conversion (SIGINT, SIGTERM) leaves it as it was.
+    """
+    if options.backend != "ray" and fileio.is_url(output_dir):
+        raise base.ConversionError(
+            f"--output_dir={output_dir}: the local backend writes to a local directory; "
+            "write to a URL with --backend=ray"
+        )
+    atomic.check_output_dir(output_dir, overwrite=options.overwrite)
+    records = _drop_duplicates(source)
+    if not records:
+        detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
+        raise base.ConversionError(
+            f"{source.input_path}: empty input, no images to convert{detail}"
+        )
+    if options.strict and source.skipped:
+        _raise_strict(source.skipped, source.input_path)
+    records, expected = base.assign_splits(
+        records,
+        valid_fraction=options.valid_fraction,
+        test_fraction=options.test_fraction,
+        seed=options.seed,
+    )
+    base.check_patients_disjoint(records, input_path=source.input_path)
+    rng = np.random.default_rng(options.seed)
+    by_split: dict[str, list[base.SourceRecord]] = {}
+    for split in expected:
+        members = [r for r in records if r.split == split]
+        if not members:
+            raise base.ConversionError(
+                f"{source.input_path}: split {split!r} is empty (too few patients or every "
+                "entry filtered out); lower --valid_fraction/--test_fraction or add data"
+            )
+        by_split[split] = [members[i] for i in rng.permutation(len(members))]
+    ordered = [(split, r) for split in expected for r in by_split[split]]
+    image_tasks = [
+        imageio.ImageTask(index=i, path=r.path, array=r.array, image_size=options.image_size)
+        for i, (_, r) in enumerate(ordered)
+    ]
+    logging.info(
+        "converting %d images from %s (%s), backend %s",
+        len(image_tasks),
+        source.input_path,
+        source.source_format,
+        options.backend,
+    )
+    plans = [
+        SplitPlan(
+            split=split,
+            records=[r for s, r in ordered if s == split],
+            tasks=[t for t, (s, _) in zip(image_tasks, ordered, strict=True) if s == split],
+            num_shards=shards_for(len(by_split[split]), options.num_shards),
+        )
+        for split in expected
+    ]
+    write_splits = _write_local
+    if options.backend == "ray":
+        from transfusion_tf.data.converters import ray_backend
+
+        write_splits = ray_backend.write_splits
+    with (
+        atomic.interruptible(),
+        atomic.staged_dataset(output_dir, overwrite=options.overwrite) as stage,
+    ):
+        start = time.perf_counter()
+        with write_splits(
+            plans,
+            output_dir=stage,
+            tasks=source.tasks,
+            options=options,
+            desc=f"{source.source_format} -> {output_dir}",
+        ) as written:
+            skipped = list(source.skipped) + written.skipped
+            encodings = written.encodings
+            if options.strict and skipped:
+                _raise_strict(skipped, source.input_path)
+            for split, split_stats in written.stats.items():
+                if split_stats.num_examples == 0:
+                    raise base.ConversionError(
+                        f"{source.input_path}: split {split!r} is empty: all of its "
+                        f"{len(by_split[split])} images were skipped"
+                    )
+            stats = written.stats
+        seconds = time.perf_counter() - start
+        logging.info(
+            "processed %d images in %.1f s (%.1f img/s), %d skipped",
+            len(image_tasks),
+            seconds,
+            len(image_tasks) / max(seconds, 1e-9),
+            len(skipped),
+        )
+        encoding = "+".join(sorted(encodings)) if encodings else "png"
+        from transfusion_tf.data import writer as writer_lib
+
+        return writer_lib.finalize_dataset(
+            stage,
+            tasks=source.tasks,
+            source_format=source.source_format,
+            label_policy=source.label_policy,
+            image_encoding=encoding,
+            split_stats=stats,
+            skipped=skipped,
+            extra={"conversion": _conversion_record(source, options), **written.dicom.to_info()},
+            single_label=source.single_label,
+        )
+
+
 def _conversion_record(source: base.Source, options: base.ConvertOptions) -> dict[str, Any]:
     """What the dataset was converted from and with which settings (kept in dataset_info)."""
     settings = options.to_dict()
-    for key in ("workers", "progress", "overwrite", "strict"):
+    for key in ("workers", "progress", "overwrite", "strict", "backend", "ray_address"):
         settings.pop(key, None)
     return {"input": source.input_path, "options": settings}
 

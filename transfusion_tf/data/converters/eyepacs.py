@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from absl import logging
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import base, driver
 
 REFERABLE_GRADE = 2
@@ -58,18 +59,18 @@ def find_image(image_dir: str, name: str) -> str:
     """The first existing `<image_dir>/<name><ext>`; the `.jpeg` path when none exists."""
     for ext in IMAGE_EXTENSIONS:
         candidate = os.path.join(image_dir, name + ext)
-        if os.path.isfile(candidate):
+        if fileio.isfile(candidate):
             return candidate
     return os.path.join(image_dir, name + IMAGE_EXTENSIONS[0])
 
 
 def read_eyepacs(input_path: str, options: base.ConvertOptions) -> base.Source:
     """Reads the Kaggle DR layout into a Source (test split kept when its labels are there)."""
-    root = os.path.abspath(input_path)
+    root = fileio.absolute(input_path)
     csv_path = os.path.join(root, "trainLabels.csv")
-    if not os.path.isdir(root):
+    if not fileio.isdir(root):
         raise base.ConversionError(f"{input_path}: EyePACS folder not found")
-    if not os.path.isfile(csv_path):
+    if not fileio.isfile(csv_path):
         raise base.ConversionError(
             f"{input_path}: no trainLabels.csv; expected the Kaggle Diabetic Retinopathy folder "
             "with trainLabels.csv and train/"
@@ -85,13 +86,13 @@ def read_eyepacs(input_path: str, options: base.ConvertOptions) -> base.Source:
     )
     source = read_graded_csv(csv_path=csv_path, image_dir=os.path.join(root, "train"), **common)
     solution, test_dir = os.path.join(root, TEST_LABELS_CSV), os.path.join(root, "test")
-    if os.path.isfile(solution) and not os.path.isdir(test_dir):
+    if fileio.isfile(solution) and not fileio.isdir(test_dir):
         logging.warning(
             "%s: found %s but no test/ folder; the test split is drawn from trainLabels.csv",
             input_path,
             TEST_LABELS_CSV,
         )
-    elif os.path.isfile(solution):
+    elif fileio.isfile(solution):
         test = read_graded_csv(csv_path=solution, image_dir=test_dir, split="test", **common)
         source.records.extend(test.records)
         source.skipped.extend(test.skipped)
@@ -123,7 +124,7 @@ def read_graded_csv(
     every record gets source split `split` (None: drawn later by patient). Names that would
     leave `image_dir` are skipped and reported.
     """
-    if not os.path.isdir(image_dir):
+    if not fileio.isdir(image_dir):
         raise base.ConversionError(f"{image_dir}: image folder not found")
     tasks = base.select_tasks(DR_TASKS, options.tasks, default=DEFAULT_TASKS)
     source = base.Source(

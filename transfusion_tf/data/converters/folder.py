@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import base, dicom, driver
 
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
@@ -28,15 +29,15 @@ def patient_for(path: str) -> str:
 def _subdirs(path: str) -> list[str]:
     return sorted(
         d
-        for d in os.listdir(path)
-        if os.path.isdir(os.path.join(path, d)) and not d.startswith(".")
+        for d in fileio.listdir(path)
+        if fileio.isdir(os.path.join(path, d)) and not d.startswith(".")
     )
 
 
 def read_folder(input_path: str, options: base.ConvertOptions) -> base.Source:
     """Reads a class-folder tree (optionally under split folders) into a Source."""
-    root = os.path.abspath(input_path)
-    if not os.path.isdir(root):
+    root = fileio.absolute(input_path)
+    if not fileio.isdir(root):
         raise base.ConversionError(f"{input_path}: image folder not found")
     top = _subdirs(root)
     if top and all(d in SPLIT_FOLDERS for d in top):

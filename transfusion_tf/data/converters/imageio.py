@@ -1,6 +1,7 @@
 """Per-image work of a conversion: read, fully decode (to catch corrupt files), resize, encode.
 
-Runs in worker processes, so it imports only numpy, Pillow and pydicom (never TensorFlow).
+Runs in worker processes, so it imports only numpy, Pillow and pydicom (TensorFlow only to read
+a URL such as `gs://...`, through `data.fileio`).
 Output encoding follows the source: JPEG files stay JPEG (re-encoded at quality 95 only when
 resized; passed through byte for byte otherwise), PNG/DICOM/in-memory images become PNG,
 16-bit when the source has more than 8 bits per sample.
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 
 import numpy as np
 from PIL import Image
 
-from transfusion_tf.data import encode
+from transfusion_tf.data import encode, fileio
 
 JPEG_QUALITY = 95
 
@@ -131,7 +131,7 @@ def _process(task: ImageTask) -> EncodedImage:
         raw, fmt = None, "ARRAY"
     else:
         path = task.path or ""
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             return EncodedImage(index=task.index, error="missing file")
         if path.lower().endswith(".dcm"):
             # Imported on first use: pydicom is the slowest import of a worker's start-up.
@@ -150,8 +150,7 @@ def _process(task: ImageTask) -> EncodedImage:
                 return EncodedImage(index=task.index, error=f"unreadable DICOM: {err}")
             arr, dicom_info = read.pixels, (read.transfer_syntax, read.frames)
         else:
-            with open(path, "rb") as f:
-                raw = f.read()
+            raw = fileio.read_bytes(path)
             if not raw:
                 return EncodedImage(index=task.index, error="corrupt image: empty file")
             try:

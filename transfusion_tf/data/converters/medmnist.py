@@ -10,11 +10,13 @@ MedMNIST has no patient ids, so each image is its own patient.
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 
 import numpy as np
 
+from transfusion_tf.data import fileio
 from transfusion_tf.data.converters import base, driver
 
 SOURCE_SPLITS = (("train", "train"), ("val", "valid"), ("test", "test"))
@@ -39,9 +41,9 @@ CHESTMNIST_TASKS = (
 
 def _load(path: str) -> dict[str, np.ndarray]:
     """Loads every array of the `.npz` with allow_pickle=False; ConversionError naming the file."""
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise base.ConversionError(f"{path}: MedMNIST .npz file not found")
-    with open(path, "rb") as f:
+    with fileio.open(path, "rb") as f:
         magic = f.read(6)
     if not magic.startswith(b"PK\x03\x04"):
         # np.load takes anything that is neither a zip nor an .npy file for a pickle, and
@@ -53,7 +55,8 @@ def _load(path: str) -> dict[str, np.ndarray]:
         )
     arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        source = io.BytesIO(fileio.read_bytes(path)) if fileio.is_url(path) else path
+        with np.load(source, allow_pickle=False) as npz:
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise base.ConversionError(f"{path}: not an .npz archive")
             for key in npz.files:
@@ -100,7 +103,7 @@ def _task_names(labels: list[np.ndarray], *, path: str) -> tuple[list[str], bool
 
 def read_medmnist(input_path: str, options: base.ConvertOptions) -> base.Source:
     """Reads a MedMNIST `.npz` into a Source of in-memory images."""
-    path = os.path.abspath(input_path)
+    path = fileio.absolute(input_path)
     arrays = _load(path)
     present = []
     for key, split in SOURCE_SPLITS:

@@ -24,6 +24,11 @@ def convert_synthetic(*, input_path: str, output_dir: str, options: base.Convert
         raise base.ConversionError(
             f"unknown --synthetic_kind {options.synthetic_kind!r}; choose one of {', '.join(KINDS)}"
         )
+    if options.backend != "local":
+        raise base.ConversionError(
+            "--format=synthetic renders its images on this machine; --backend=ray converts "
+            "downloaded layouts (write one with transfusion-synth, then convert it)"
+        )
     # Imported here so that importing the converter registry stays free of TensorFlow.
     from transfusion_tf.data import synthetic as synthetic_lib
 
