@@ -48,8 +48,9 @@ def _flip_shard(dataset, split):
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     data = helpers.tiny_dataset(tmp_path_factory)
-    root = Path(helpers.shared_root(tmp_path_factory)) / "train_faults"
-    shutil.rmtree(root, ignore_errors=True)
+    # Per test process: under xdist each worker that runs a test of this module builds its
+    # own batch, and two batches in one folder would share their workdirs.
+    root = Path(tmp_path_factory.mktemp("train_faults"))
     cut = root / "data_cut"
     shutil.copytree(data, cut)
     _cut_shard(cut, "train", keep=2)
