@@ -189,8 +189,3 @@ def _count_records(path: str, size: int, mtime_ns: int) -> int:
             f.seek(offset)
             count += 1
     return count
-
-
-def task_names(info: dict[str, Any]) -> list[str]:
-    """The task names of a dataset, in label-vector order."""
-    return list(info["tasks"])

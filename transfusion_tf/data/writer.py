@@ -172,22 +172,6 @@ class ShardedWriter:
             example.SerializeToString(deterministic=True), example_id, labels, mask, image_bytes
         )
 
-    def write_example(self, example: tf.train.Example) -> None:
-        """Adds one already built `tf.train.Example` (see `schema.make_example`)."""
-        feature = example.features.feature
-        example_id = feature[schema.EXAMPLE_ID_KEY].bytes_list.value[0].decode("utf-8")
-        labels = list(feature[schema.LABELS_KEY].float_list.value)
-        mask = list(feature[schema.MASK_KEY].float_list.value)
-        if len(labels) != len(self.tasks) or len(mask) != len(self.tasks):
-            raise ValueError(
-                f"example {example_id!r} has {len(labels)} labels / {len(mask)} mask entries, "
-                f"dataset has {len(self.tasks)} tasks"
-            )
-        image_bytes = feature[schema.IMAGE_KEY].bytes_list.value[0]
-        self._write_serialized(
-            example.SerializeToString(deterministic=True), example_id, labels, mask, image_bytes
-        )
-
     def _write_serialized(
         self,
         data: bytes,

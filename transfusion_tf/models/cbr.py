@@ -75,16 +75,6 @@ def cbr_backbone(
     return keras.Model(inputs, x, name=name)
 
 
-def cbr_unit_boundaries(name: str, widths: Sequence[int] | None = None) -> list[tuple[str, str]]:
-    """`(unit, output layer)` pairs: conv1..convN, each ending at its pool (or its ReLU)."""
-    widths = resolve_widths(name, widths)
-    pools = CBR_SPECS[name].pools(len(widths))
-    return [
-        (f"conv{i}", f"conv{i}_pool" if i in pools else f"conv{i}_relu")
-        for i in range(1, len(widths) + 1)
-    ]
-
-
 def paper_param_count(name: str, model: keras.Model | None = None) -> int:
     """Table 1's parameter count of CBR model `name`, computed from our build.
 

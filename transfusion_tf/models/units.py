@@ -28,11 +28,6 @@ class Unit:
         return {"name": self.name, "layers": list(self.layers), "output_layer": self.output_layer}
 
 
-def weighted_layer_names(model: keras.Model) -> list[str]:
-    """Names of the layers of `model` that own variables, in `model.layers` order."""
-    return [layer.name for layer in model.layers if layer.weights]
-
-
 def split_into_units(
     model: keras.Model, boundaries: Sequence[tuple[str, str]], *, model_name: str
 ) -> list[Unit]:

@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-HPARAM_KEYS = ("model", "init", "transfuse_upto", "lr", "dataset", "seed")
 HPARAM_METRIC = "eval/auc_mean"
 
 
