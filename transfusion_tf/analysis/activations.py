@@ -34,16 +34,13 @@ from absl import logging
 from tqdm import tqdm
 
 from transfusion_tf import config as config_lib
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.analysis import measures as measures_lib
 from transfusion_tf.analysis import null as null_lib
 from transfusion_tf.analysis.streaming import CovarianceAccumulator
 
-CONFIG_FILE = "config.json"
-WEIGHTS = {
-    "init": os.path.join("weights", "init.weights.h5"),
-    "final": os.path.join("weights", "final.weights.h5"),
-    "best": os.path.join("weights", "best.weights.h5"),
-}
+CONFIG_FILE = workdir_lib.CONFIG_FILE
+WEIGHTS = workdir_lib.WEIGHTS
 CONV_POLICIES = ("positions", "pool")
 
 

@@ -13,6 +13,7 @@ import os
 
 from absl import app, flags
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> None:
         if output_dir is None:
             if not FLAGS.workdir:
                 raise ValueError("--output_dir is required with --saved_model")
-            output_dir = os.path.join(FLAGS.workdir, "evaluation")
+            output_dir = os.path.join(FLAGS.workdir, workdir_lib.EVALUATION_DIR)
         report = evaluation.evaluate(
             dataset_dir=FLAGS.dataset_dir,
             split=FLAGS.split,

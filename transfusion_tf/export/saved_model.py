@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.training import losses, trainer
 
 SIGNATURE_BYTES = "serving_default"
@@ -153,7 +154,7 @@ def export_saved_model(
         raise ExportError(f"{target} already exists; choose another --version")
 
     cfg, model = trainer.load_run_model(workdir, weights=weights)
-    weights_path = os.path.join(workdir, "weights", f"{weights}.weights.h5")
+    weights_path = workdir_lib.weights_path(workdir, weights)
     mode = model_registry.default_preprocess_mode(cfg.model.name)
     results = _optional_json(os.path.join(workdir, trainer.RESULTS_FILE))
     init_report = _optional_json(os.path.join(workdir, trainer.INIT_REPORT_FILE))

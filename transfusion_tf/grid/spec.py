@@ -19,11 +19,13 @@ import glob
 import os
 from collections.abc import Sequence
 
+from transfusion_tf import workdir as workdir_lib
+
 SOURCE_PREFIX = "imagenet_"
 # The runs directory the flagfiles' `--source_weights=runs/<stem>/seed<k>` paths are written for.
 FLAGFILE_RUNS_DIR = "runs"
-# Written last by training.trainer (its RESULTS_FILE); named here to be read without TensorFlow.
-RESULTS_FILE = "results.json"
+# Written last by training.trainer; `workdir` names it without importing TensorFlow.
+RESULTS_FILE = workdir_lib.RESULTS_FILE
 # The grid's own file in a workdir: the training command's stdout and stderr, every attempt.
 LOG_FILE = "train.log"
 TRAIN_COMMAND = "transfusion-train"

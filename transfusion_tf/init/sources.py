@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from transfusion_tf import config as config_lib
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.models import applications, registry
 
 STATS_FORMAT = "transfusion_stats"
@@ -231,12 +232,12 @@ def _materialise_file(
 
 
 def _workdir_source(workdir: str) -> tuple[keras.Model, str, str]:
-    config_path = os.path.join(workdir, "config.json")
-    weights_path = os.path.join(workdir, "weights", "final.weights.h5")
+    config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    weights_path = workdir_lib.weights_path(workdir, "final")
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"source workdir {workdir} has no config.json")
+        raise FileNotFoundError(f"source workdir {workdir} has no {workdir_lib.CONFIG_FILE}")
     if not os.path.isfile(weights_path):
-        raise FileNotFoundError(f"source workdir {workdir} has no weights/final.weights.h5")
+        raise FileNotFoundError(f"source workdir {workdir} has no {workdir_lib.FINAL_WEIGHTS}")
     try:
         with open(config_path, encoding="utf-8") as f:
             model_cfg = config_lib.ModelConfig.from_dict(json.load(f)["model"])
@@ -335,7 +336,7 @@ def load_source_weights(
         raise FileNotFoundError(f"source weights not found: {spec}")
     else:
         path = spec
-    target = os.path.join(path, "weights", "final.weights.h5") if os.path.isdir(path) else path
+    target = workdir_lib.weights_path(path, "final") if os.path.isdir(path) else path
     stat = os.stat(target) if os.path.exists(target) else os.stat(path)
     return _cached_source(
         spec,

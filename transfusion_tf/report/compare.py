@@ -36,12 +36,13 @@ from typing import Any
 
 from absl import logging
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.report import stats, tables
 from transfusion_tf.training import predictions as predictions_lib
 
 BASELINE_INIT = "random"
 TEST_AUC, VALID_AUC, CURVE_AREA = "test_auc", "valid_auc", "auc_curve_area"
-EVALUATION_DIR = "evaluation"
+EVALUATION_DIR = workdir_lib.EVALUATION_DIR
 COLUMNS = (
     "dataset",
     "model",

@@ -24,10 +24,11 @@ from typing import Any
 from absl import logging
 
 from transfusion_tf import config as config_lib
+from transfusion_tf import workdir as workdir_lib
 
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
-HISTORY_FILE = "eval_history.jsonl"
+CONFIG_FILE = workdir_lib.CONFIG_FILE
+RESULTS_FILE = workdir_lib.RESULTS_FILE
+HISTORY_FILE = workdir_lib.HISTORY_FILE
 
 
 class ReportError(ValueError):

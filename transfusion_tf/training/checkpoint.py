@@ -21,6 +21,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfusion_tf import workdir as workdir_lib
+
 
 class BackupManager:
     """Saves and restores model, optimizer and step counter under `<workdir>/checkpoints`.
@@ -41,7 +43,7 @@ class BackupManager:
         max_to_keep: int = 2,
     ) -> None:
         self._chief = chief
-        directory = os.path.join(workdir, "checkpoints")
+        directory = os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)
         if not chief:
             directory = tempfile.mkdtemp(prefix=f"transfusion_worker{worker_id}_")
         self._directory = directory
@@ -54,7 +56,7 @@ class BackupManager:
             # Non-chief workers restore from the chief's directory (shared filesystem).
             self._chief_manager = tf.train.CheckpointManager(
                 tf.train.Checkpoint(model=model, optimizer=optimizer, step=step),
-                directory=os.path.join(workdir, "checkpoints"),
+                directory=os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
                 max_to_keep=max_to_keep,
             )
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-VALID_PREDICTIONS_FILE = "valid_predictions.npz"
+from transfusion_tf.workdir import VALID_PREDICTIONS_FILE  # noqa: F401  (re-exported)
+
 _KEYS = ("labels", "scores", "mask", "example_id", "tasks", "step")
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
+from transfusion_tf import workdir as workdir_lib
+
 HPARAM_METRIC = "eval/auc_mean"
 
 
@@ -72,7 +74,7 @@ class RunSummaries:
     def __init__(self, workdir: str, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self._writer = (
-            tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            tf.summary.create_file_writer(os.path.join(workdir, workdir_lib.TENSORBOARD_DIR))
             if enabled
             else tf.summary.create_noop_writer()
         )

@@ -72,15 +72,18 @@ from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import summaries as summaries_lib
-
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
-HISTORY_FILE = "eval_history.jsonl"
-INIT_REPORT_FILE = "init_report.json"
-TRAIN_SUBSET_FILE = "train_subset.txt"
-INIT_WEIGHTS = os.path.join("weights", "init.weights.h5")
-FINAL_WEIGHTS = os.path.join("weights", "final.weights.h5")
-BEST_WEIGHTS = os.path.join("weights", "best.weights.h5")
+from transfusion_tf.workdir import (  # the run record's names, defined once
+    BEST_WEIGHTS,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    FINAL_WEIGHTS,
+    HISTORY_FILE,
+    INIT_REPORT_FILE,
+    INIT_WEIGHTS,
+    RESULTS_FILE,
+    TRAIN_SUBSET_FILE,
+    weights_path,
+)
 
 
 class WorkdirConflictError(ValueError):
@@ -268,7 +271,7 @@ def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
             for key in new[section]
             if old[section].get(key) != new[section].get(key)
         ]
-        backups = os.path.join(workdir, "checkpoints")
+        backups = os.path.join(workdir, CHECKPOINTS_DIR)
         hint = ""
         if not (os.path.isdir(backups) and os.listdir(backups)):
             hint = (
@@ -805,7 +808,7 @@ def load_run_model(
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}; got {weights!r}")
     cfg = load_run_config(workdir)
-    path = os.path.join(workdir, "weights", f"{weights}.weights.h5")
+    path = weights_path(workdir, weights)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path} (has the run finished?)")
     model = model_registry.build_model(
