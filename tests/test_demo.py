@@ -97,6 +97,8 @@ def test_quick_demo_end_to_end(quick_demo):
     assert summary["tensorboard_summaries"] == str(summaries)
     named = glob.glob(str(summaries / "*" / "cbr_tiny" / "random" / "seed_0" / "events.*"))
     assert named and glob.glob(str(summaries / "report" / "events.*"))
+    per_run = glob.glob(str(summaries / "*" / "*" / "*" / "seed_*" / "events.*"))
+    assert len(per_run) == len(labels) * len(settings.seeds)
 
 
 @pytest.mark.slow

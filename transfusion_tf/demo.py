@@ -816,7 +816,9 @@ def write_tensorboard_summaries(
             "source": os.path.basename(os.path.normpath(source)) if source != "none" else source,
             "seed": run.seed,
         }
-        name = "/".join([run.dataset, run.model, run.init.replace(" ", ""), f"seed_{run.seed}"])
+        # One folder per field: the init label's own slashes (a source path) become "_".
+        init_label = run.init.replace(" ", "").replace("/", "_")
+        name = "/".join([run.dataset, run.model, init_label, f"seed_{run.seed}"])
         writer = tf.summary.create_file_writer(os.path.join(root, *name.split("/")))
         values = {
             "hparams/best_auc": run.results.get("best_auc_mean"),
