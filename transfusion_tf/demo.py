@@ -391,14 +391,15 @@ def _plateau_table(plateaus: dict[str, tuple[float | None, float | None]], label
 
 
 CANNOT_SHOW = (
-    "What this demo cannot show: its data are synthetic (fundus-like images drawn by "
-    "`transfusion_tf.data.synthetic`, and a texture/shape source task instead of ImageNet), so "
-    "whether *real* ImageNet features help real retinal or chest images is outside it; its "
-    "models are tiny CBRs trained for minutes on a CPU, far from the paper's ResNet50 / "
-    "Inception-v3 at 224-587 px trained for 100k+ steps, so over-parametrisation effects "
-    "(Fig. 3, model size) need `--full` or the paper grid (`flags/`); with {seeds} seeds per "
-    "init a `no evidence` verdict is weak (it is not evidence of equality), and the "
-    "representation CI treats pairs that share runs as independent, so it is optimistic."
+    "Its data are synthetic (fundus-like images drawn by `transfusion_tf.data.synthetic`, and "
+    "a texture/shape source task instead of ImageNet), so whether *real* ImageNet features help "
+    "real retinal or chest images is outside it; its models are tiny CBRs trained for minutes "
+    "on a CPU, far from the paper's ResNet50 / Inception-v3 at 224-587 px trained for 100k+ "
+    "steps, so over-parametrisation effects (Fig. 3, model size) need the paper grid "
+    "(`flags/`); a run whose curve still rises at its end (see the slopes above) makes its "
+    "final AUC a lower bound of its plateau; with {seeds} seeds per init a `no evidence` "
+    "verdict is weak (it is not evidence of equality), and the representation CI treats pairs "
+    "that share runs as independent, so it is optimistic."
 )
 
 
@@ -652,6 +653,19 @@ def run_demo(
             ],
         )
         st = settings.fundus_style
+        osi = {r["conv1"]: r["orientation_selectivity"] for r in filter_scores}
+        learned = osi["source model after pretraining"] - osi["random init (the source's step 0)"]
+        filters_note = (
+            f"The source's conv1 is {learned:+.2f} more orientation-selective than its random "
+            "init: "
+            + (
+                "it learned oriented filters."
+                if learned >= 0.2
+                else "it did not learn oriented (Gabor-like) filters, so transfer here carries "
+                "what the source learned above conv1 and the scale of its weights, not "
+                "ImageNet-like edge detectors."
+            )
+        )
         intro = "\n".join(
             [
                 STAND_IN_NOTE,
@@ -703,6 +717,8 @@ def run_demo(
                 "filters score about 0.1; `transfusion_tf.analysis.orientation`):",
                 "",
                 filters_md,
+                "",
+                filters_note,
             ]
         )
         timing_md = tables.markdown_table(
