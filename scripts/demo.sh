@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-export TF_CPP_MIN_LOG_LEVEL=2
+# transfusion-demo keeps TensorFlow's C++ and Python log chatter off the console itself.
 .venv/bin/transfusion-demo "$@"

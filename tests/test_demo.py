@@ -85,44 +85,77 @@ def test_quick_demo_end_to_end(quick_demo):
     assert "## Test split" in text and "## Steps to AUC threshold" in text
     assert "## Comparisons with `random`" in text and (out / "comparisons.csv").exists()
     assert "figures/analysis/compare/" in text
-    for line in summary["headline"]:
-        assert line in text
-    assert any(h.startswith("Does Mean Var reach the threshold") for h in summary["headline"])
-    assert any(h.startswith("Does transfer change the final AUC") for h in summary["headline"])
+    # the report leads with the claims table, and says each thing once
+    assert text.index("## Claims of the paper, tested here") < text.index("## Comparisons")
+    assert summary["claims_markdown"] in text
+    assert "## Findings" not in text and "## What this demo cannot show" in text
+    assert text.count("## Test split") == 1
+    assert "orientation selectivity" in text and "pilot random-init run" in text
     assert (out / "auc.csv").exists() and (out / "demo.json").exists()
+    # TensorBoard: a run per training run named dataset/model/init/seed, and the report's run
+    summaries = out / "runs" / "quick" / "summary"
+    assert summary["tensorboard_summaries"] == str(summaries)
+    named = glob.glob(str(summaries / "*" / "cbr_tiny" / "random" / "seed_0" / "events.*"))
+    assert named and glob.glob(str(summaries / "report" / "events.*"))
+    per_run = glob.glob(str(summaries / "*" / "*" / "*" / "seed_*" / "events.*"))
+    assert len(per_run) == len(labels) * len(settings.seeds)
 
 
 @pytest.mark.slow
-def test_demo_findings_follow_the_numbers(quick_demo):
-    """The headline's sentences are the report's paired comparisons with random, not a fixed
-    text: the test-AUC sentence carries the mean paired difference of demo.json's test numbers."""
+def test_claims_follow_the_numbers(quick_demo):
+    """The claims table is built from the paired comparisons and the runs, not a fixed text."""
     _, summary = quick_demo
+    claims = summary["claims"]
+    assert [c["claim"] for c in claims] == [
+        "Final AUC with and without transfer",
+        "Mean Var converges faster than random",
+        "Transfusion of the lowest unit recovers most of transfer's speed-up",
+        "Gabor conv1 helps",
+        "Transfer and random representations differ more in higher layers",
+        "Larger models change less during training",
+    ]
+    allowed = {"higher", "lower", "no evidence"}
+    assert all(c["verdict"] in allowed for c in claims[:5])
+    assert claims[5]["verdict"] == "not tested in this mode"
     rows = {(r["init"].split(" ")[0], r["metric"]): r for r in summary["comparisons"]}
     row = rows["transfer", "test_auc"]
-    sentence = next(h for h in summary["headline"] if "final AUC" in h)
-    assert sentence.endswith(compare.sentence(row))
-    assert compare.fmt_value("test_auc", row["mean_diff"]) in sentence
-    assert compare.verdict_words(row) in sentence
+    assert claims[0]["difference"] == pytest.approx(row["mean_diff"])
+    assert claims[0]["verdict"] == row["verdict"]
     # every seed of both inits is evaluated: paired over all seeds, so the mean paired
     # difference is the difference of the test means
     assert row["paired"] and row["n_pairs"] == len(demo.demo_settings(quick=True).seeds)
-    assert row["images_resampled"] and row["detail"].startswith("test split, best weights")
     test = {r["init"]: r for r in summary["test"]}
     delta = test["transfer"]["auc_mean"] - test["random"]["auc_mean"]
     assert row["mean_diff"] == pytest.approx(delta, abs=1e-6)
-    steps = next(h for h in summary["headline"] if h.startswith("Does Mean Var"))
-    assert "steps to AUC 0.6:" in steps
-    assert "seed spread" not in " ".join(summary["headline"] + summary["findings"])
+    # thresholds come from the pilot's plateau and every target run reports them
+    thresholds = summary["thresholds"]
+    assert tuple(thresholds) == demo.thresholds_from_plateau(summary["pilot_plateau"])
+    steps = rows["meanvar", compare.steps_metric(demo.metric_key(thresholds[-1]))]
+    assert claims[1]["difference"] == pytest.approx(steps["mean_diff"])
+    assert len(summary["conv1_filters"]) == 3
 
 
 def test_settings_and_seed_override():
     quick = demo.demo_settings(quick=True)
     full = demo.demo_settings(quick=False)
-    assert len(quick.seeds) >= 2 and len(full.seeds) >= 2
+    assert len(quick.seeds) >= 2 and len(full.seeds) >= 5
     assert quick.target_steps < full.target_steps
     assert demo.demo_settings(quick=True, seeds=[3, 4, 5]).seeds == (3, 4, 5)
     with pytest.raises(ValueError, match="--seeds"):
         demo.demo_settings(quick=True, seeds=[])
+    with pytest.raises(ValueError, match="pilot"):
+        demo.demo_settings(quick=True, seeds=[quick.pilot_seed])
+
+
+def test_plateau_slope_and_thresholds():
+    history = [{"step": s, "auc_mean": min(0.9, 0.5 + s / 100)} for s in range(0, 101, 10)]
+    level, slope = demo.plateau_and_slope(history)
+    assert level == pytest.approx(0.9) and slope == pytest.approx(0.0, abs=1e-9)
+    rising = [{"step": s, "auc_mean": 0.5 + s / 1000} for s in range(0, 101, 10)]
+    assert demo.plateau_and_slope(rising)[1] == pytest.approx(0.1)
+    assert demo.thresholds_from_plateau(0.9) == (0.8, 0.86)
+    with pytest.raises(RuntimeError, match="chance"):
+        demo.thresholds_from_plateau(0.52)
 
 
 def _cli(*args):

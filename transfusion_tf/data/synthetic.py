@@ -178,8 +178,32 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- fundus
+@dataclasses.dataclass(frozen=True)
+class FundusStyle:
+    """How hard the fundus task is: lesion radius and opacity multipliers, and how many
+    lesion-like distractors (drusen-like specks, pigment dots) every grade shows, as a
+    multiplier of their default counts. The default draws the images of earlier versions."""
+
+    lesion_scale: float = 1.0
+    lesion_contrast: float = 1.0
+    distractors: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("lesion_scale", "lesion_contrast", "distractors"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FundusStyle.{name} must be > 0, got {getattr(self, name)}")
+
+
+DEFAULT_FUNDUS_STYLE = FundusStyle()
+
+
 def fundus_image(
-    rng: np.random.Generator, *, size: int, grade: int, eye: str = "right"
+    rng: np.random.Generator,
+    *,
+    size: int,
+    grade: int,
+    eye: str = "right",
+    style: FundusStyle = DEFAULT_FUNDUS_STYLE,
 ) -> np.ndarray:
     """A synthetic colour fundus photograph of ICDR `grade` (0-4), uint8 [size, size, 3]."""
     if grade not in range(5):
@@ -218,6 +242,8 @@ def fundus_image(
     _discs(img, _to_px(disc_y, size), _to_px(disc_x, size), 0.11 * px, (1.0, 0.86, 0.62), 0.9)
     _discs(img, _to_px(disc_y, size), _to_px(disc_x, size), 0.05 * px, (1.0, 0.95, 0.8), 0.6)
 
+    contrast = style.lesion_contrast
+
     def spots(count: int, radius: tuple[float, float], color, alpha, near=None, spread=0.5):
         if near is None:  # uniform over the central retina
             rho, phi = 0.75 * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
@@ -225,16 +251,17 @@ def fundus_image(
         else:
             y = near[0] + spread * rng.standard_normal(count)
             x = near[1] + spread * rng.standard_normal(count)
-        rad = np.maximum(rng.uniform(*radius, size=count) * px, 0.5)
-        _discs(img, _to_px(y, size), _to_px(x, size), rad, color, alpha)
+        rad = np.maximum(rng.uniform(*radius, size=count) * px * style.lesion_scale, 0.5)
+        _discs(img, _to_px(y, size), _to_px(x, size), rad, color, min(1.0, alpha * contrast))
 
     # Exposure and sensor noise are drawn before the lesions, so with the same generator two
     # grades differ only where lesions are drawn.
     gain = rng.uniform(0.75, 1.15)
     sensor_noise = rng.normal(0.0, 0.015, img.shape).astype(np.float32)
     # Distractors at every grade: pale drusen-like specks and dark pigment dots.
-    spots(int(rng.integers(0, 4)), (0.008, 0.016), (0.95, 0.8, 0.5), 0.45)
-    spots(int(rng.integers(0, 3)), (0.006, 0.012), (0.35, 0.12, 0.05), 0.5)
+    many = style.distractors
+    spots(int(rng.integers(0, max(1, round(4 * many)))), (0.008, 0.016), (0.95, 0.8, 0.5), 0.45)
+    spots(int(rng.integers(0, max(1, round(3 * many)))), (0.006, 0.012), (0.35, 0.12, 0.05), 0.5)
     lesions = {
         0: (0, 0, 0, 0, 0),
         1: (rng.integers(2, 5), 0, 0, 0, 0),
@@ -279,7 +306,9 @@ class FundusSample:
         return f"{self.patient}"
 
 
-def sample_fundus(index: int, *, seed: int = 0, size: int = 64) -> FundusSample:
+def sample_fundus(
+    index: int, *, seed: int = 0, size: int = 64, style: FundusStyle = DEFAULT_FUNDUS_STYLE
+) -> FundusSample:
     """Example `index` of the synthetic fundus set of `seed` (patient index // 2, both eyes)."""
     patient, eye_index = divmod(index, 2)
     prng = np.random.default_rng([seed, _KIND_CODE["fundus"], patient])
@@ -289,7 +318,10 @@ def sample_fundus(index: int, *, seed: int = 0, size: int = 64) -> FundusSample:
     eye = ("left", "right")[eye_index]
     rng = np.random.default_rng([seed, _KIND_CODE["fundus"], patient, eye_index, 1])
     return FundusSample(
-        fundus_image(rng, size=size, grade=eye_grade, eye=eye), eye_grade, patient, eye
+        fundus_image(rng, size=size, grade=eye_grade, eye=eye, style=style),
+        eye_grade,
+        patient,
+        eye,
     )
 
 
@@ -600,11 +632,13 @@ def patient_of(kind: str, index: int) -> int:
     return {"fundus": index // 2, "cxr": index // 3, "natural": index}[kind]
 
 
-def _render(job: tuple[str, int, int, int, tuple[str, ...], str]) -> dict[str, Any]:
+def _render(
+    job: tuple[str, int, int, int, tuple[str, ...], str, FundusStyle],
+) -> dict[str, Any]:
     """Draws and encodes one example; runs in worker processes (no TensorFlow)."""
-    kind, index, seed, size, tasks, uncertain_policy = job
+    kind, index, seed, size, tasks, uncertain_policy, style = job
     if kind == "fundus":
-        s = sample_fundus(index, seed=seed, size=size)
+        s = sample_fundus(index, seed=seed, size=size, style=style)
         labels, mask = fundus_labels(s.grade, tasks), [1.0] * len(tasks)
         image, patient_id = s.image, s.patient_id
     elif kind == "cxr":
@@ -664,8 +698,11 @@ def write_synthetic_dataset(
     tasks: Sequence[str] | None = None,
     uncertain_policy: str = "ignore",
     overwrite: bool = False,
+    fundus_style: FundusStyle = DEFAULT_FUNDUS_STYLE,
 ) -> dict[str, Any]:
     """Renders `num_examples` synthetic images of `kind` and writes a dataset; returns its info.
+
+    `fundus_style` sets the fundus task's difficulty (recorded in dataset_info.json).
 
     Splits are by patient (seeded); images are PNG. `tasks` defaults to `default_tasks(kind)`
     (fundus also accepts "dr_grade_0".."dr_grade_4"; cxr any CheXpert observations, with
@@ -681,14 +718,18 @@ def write_synthetic_dataset(
         raise ValueError(
             f"uncertain_policy must be one of {UNCERTAIN_POLICIES}, got {uncertain_policy!r}"
         )
-    _render((kind, 0, seed, 8, tasks, uncertain_policy))  # validates kind and tasks up front
+    # Validates kind and tasks up front.
+    _render((kind, 0, seed, 8, tasks, uncertain_policy, fundus_style))
     assignment = split_patients(
         [patient_of(kind, i) for i in range(num_examples)],
         seed=seed,
         valid_fraction=valid_fraction,
         test_fraction=test_fraction,
     )
-    jobs = [(kind, i, seed, image_size, tasks, uncertain_policy) for i in range(num_examples)]
+    jobs = [
+        (kind, i, seed, image_size, tasks, uncertain_policy, fundus_style)
+        for i in range(num_examples)
+    ]
     # Written into a staging folder and published when complete (see atomic.py): an old
     # dataset in output_dir stays loadable until then; SIGTERM/SIGINT stop the pool.
     with (
@@ -712,6 +753,7 @@ def write_synthetic_dataset(
             seed=seed,
             image_size=image_size,
             uncertain_policy=uncertain_policy,
+            fundus_style=fundus_style,
         )
 
 
@@ -763,6 +805,7 @@ def _finalize(
     seed: int,
     image_size: int,
     uncertain_policy: str,
+    fundus_style: FundusStyle,
 ) -> dict[str, Any]:
     from transfusion_tf.data import writer as writer_lib
 
@@ -777,7 +820,14 @@ def _finalize(
         label_policy=label_policy,
         image_encoding="png",
         split_stats={split: writers[split].stats for split in splits},
-        extra={"synthetic": {"kind": kind, "seed": seed, "image_size": image_size}},
+        extra={
+            "synthetic": {
+                "kind": kind,
+                "seed": seed,
+                "image_size": image_size,
+                **({"fundus_style": dataclasses.asdict(fundus_style)} if kind == "fundus" else {}),
+            }
+        },
         # Natural classes and the one-hot DR grades are mutually exclusive (checked on write).
         single_label=kind == "natural"
         or (kind == "fundus" and all(t.startswith("dr_grade_") for t in tasks)),

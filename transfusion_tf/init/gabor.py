@@ -21,6 +21,8 @@ DEFAULT_PHASES = (0.0, math.pi / 2)
 ASPECT = 0.5
 SIGMA_PER_WAVELENGTH = 0.56
 MIN_WAVELENGTH = 2.5  # pixels; above the Nyquist limit of 2 so orientation stays defined
+# Even a small bank spans several frequencies (as ImageNet conv1 does), trading orientations.
+MIN_WAVELENGTHS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +59,15 @@ def bank_params(
     """Parameters of `num_filters` filters spread over orientations x wavelengths x phases.
 
     Wavelengths are geometric from `MIN_WAVELENGTH` to the kernel size (enough of them to reach
-    `num_filters`); when the grid has more filters than needed, an even subset is kept.
+    `num_filters`, and at least `MIN_WAVELENGTHS`); when the grid has more filters than
+    needed, an even subset is kept (it spreads over wavelengths and orientations).
     """
     if kernel_size < 2:
         raise ValueError(f"a Gabor bank needs a kernel of at least 2x2, got {kernel_size}")
     if num_filters < 1:
         raise ValueError(f"num_filters={num_filters} must be positive")
     per_wavelength = orientations * len(phases)
-    num_wavelengths = max(1, math.ceil(num_filters / per_wavelength))
+    num_wavelengths = max(MIN_WAVELENGTHS, math.ceil(num_filters / per_wavelength))
     longest = max(MIN_WAVELENGTH, float(kernel_size))
     wavelengths = np.geomspace(MIN_WAVELENGTH, longest, num_wavelengths)
     grid = [

@@ -109,6 +109,7 @@ def build_report(
     require_baseline: bool = False,
     bootstrap_samples: int = stats.DEFAULT_RESAMPLES,
     bootstrap_seed: int = 0,
+    findings_section: bool = True,
 ) -> Report:
     """Writes `report.md`, `auc.csv`, `steps.csv`, `comparisons.csv` and `figures/*.png`.
 
@@ -125,6 +126,8 @@ def build_report(
         say so).
       bootstrap_samples: bootstrap resamples of each comparison's CI.
       bootstrap_seed: seed of the resampling.
+      findings_section: write the findings sentences (the comparison table in words); off
+        when the caller leads with its own summary of the same comparisons (the demo's claims).
     Raises:
       ReportError / FileNotFoundError naming the pattern, file or flag that is wrong.
     """
@@ -172,7 +175,8 @@ def build_report(
             "the list of runs; read them with care.",
             "",
         ]
-    md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
+    if findings_section:
+        md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
     if comparisons:
         md += [
             f"## Comparisons with `{baseline_init}`",
