@@ -13,6 +13,7 @@ import textwrap
 import time
 
 import pytest
+import test_train_helpers as helpers
 
 from transfusion_tf.data import atomic, layouts
 from transfusion_tf.data import info as info_lib
@@ -259,14 +260,7 @@ def test_failed_overwrite_leaves_the_old_dataset(raw, tmp_path):
 
 
 def _prepare(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "transfusion_tf.cli.prepare", *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return helpers.run_cli_once("prepare", *args)
 
 
 def test_output_paths_that_are_files_or_hold_a_dataset(raw, tmp_path):

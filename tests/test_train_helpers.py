@@ -68,6 +68,18 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
+def run_cli_once(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `python -m transfusion_tf.cli.<module> ARGS` to the end; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", f"transfusion_tf.cli.{module}", *args],
+        env=env(TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_cli_batch(
     module: str,
     argvs: list[list[str]],

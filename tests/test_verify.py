@@ -6,12 +6,11 @@ per shard."""
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import test_train_helpers as helpers
 
 from transfusion_tf.data import info as info_lib
 from transfusion_tf.data import pipeline, synthetic, verify, writer
@@ -120,14 +119,7 @@ def test_changed_bytes_give_one_line_naming_the_shard_and_offset(dataset):
 
 
 def _prepare(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "transfusion_tf.cli.prepare", *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return helpers.run_cli_once("prepare", *args)
 
 
 def test_verify_reports_each_shard(dataset, tmp_path):
