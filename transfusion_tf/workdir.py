@@ -12,12 +12,26 @@ A workdir holds:
   train_subset.txt       ids of the --train_examples subset, when there is one
   valid_predictions.npz  final validation probabilities, labels and mask (`training.predictions`)
   evaluation/            `transfusion-evaluate`'s default output (where the report looks)
-Every module that reads or writes a workdir takes these names from here.
+Every module that reads or writes a workdir takes these names from here, and reads the files
+through the readers below, so a bad file gets one error wherever it is read: `WorkdirError`
+(a `ValueError`) naming the file, or `MissingFileError` (also a `FileNotFoundError`) when a
+file the caller needs is absent. Writers go through a temporary file and a rename, so a reader
+never sees half a file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from typing import TYPE_CHECKING, Any
+
+from absl import logging
+
+if TYPE_CHECKING:  # the config and Keras load only when a run is read
+    import keras
+
+    from transfusion_tf import config as config_lib
 
 CONFIG_FILE = "config.json"
 INIT_REPORT_FILE = "init_report.json"
@@ -35,8 +49,185 @@ WEIGHTS = {
 INIT_WEIGHTS, FINAL_WEIGHTS, BEST_WEIGHTS = WEIGHTS["init"], WEIGHTS["final"], WEIGHTS["best"]
 
 
+WEIGHT_CHOICES = ("final", "best", "init")
+
+
+class WorkdirError(ValueError):
+    """A workdir holds a bad file (the message names it) or lacks what the caller needs."""
+
+
+class MissingFileError(WorkdirError, FileNotFoundError):
+    """A file of the run record that the caller needs is absent (the message names it)."""
+
+
 def weights_path(workdir: str, which: str) -> str:
     """Path of a workdir's `which` ("init", "final", "best") weights; ValueError for another."""
     if which not in WEIGHTS:
-        raise ValueError(f"weights={which!r}: choose one of {', '.join(WEIGHTS)}")
+        raise ValueError(f"weights={which!r}: choose one of {', '.join(WEIGHT_CHOICES)}")
     return os.path.join(workdir, WEIGHTS[which])
+
+
+def existing_weights(workdir: str, which: str) -> str:
+    """`weights_path`, checked: MissingFileError naming the file when the run has not saved it."""
+    path = weights_path(workdir, which)
+    if not os.path.isfile(path):
+        raise MissingFileError(
+            f"{path} not found: workdir {workdir!r} has no {which} weights "
+            "(has its training run finished?)"
+        )
+    return path
+
+
+def sha256(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- writers -------------------------------------------------------------------------------
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes a text file through a temporary file and a rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, payload: Any, *, indent: int | None = 2) -> None:
+    """Writes `payload` as JSON (sorted keys, trailing newline) through a rename."""
+    write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=True) + "\n")
+
+
+def append_history(workdir: str, record: dict[str, Any]) -> None:
+    """Appends one eval record to `eval_history.jsonl` as one whole line."""
+    with open(os.path.join(workdir, HISTORY_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# --- readers -------------------------------------------------------------------------------
+
+
+def read_json(path: str) -> Any:
+    """A JSON file; MissingFileError if absent, WorkdirError naming the file if not JSON."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{path} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkdirError(f"{path}: not valid JSON ({err})") from err
+
+
+def parse_config(text: str) -> config_lib.RunConfig:
+    """A `config.json`'s text as a RunConfig. It holds the resolved loss; one without (from
+    before the loss was recorded, read as "auto") trained with per-task sigmoids."""
+    from transfusion_tf import config as config_lib
+
+    cfg = config_lib.RunConfig.from_json(text)
+    if cfg.train.loss == "auto":
+        cfg = cfg.replace(train=cfg.train.replace(loss="sigmoid"))
+    return cfg
+
+
+def read_config(workdir: str) -> config_lib.RunConfig:
+    """The RunConfig of `<workdir>/config.json`.
+
+    Raises MissingFileError when absent (not a `transfusion-train` workdir) and WorkdirError
+    naming the file when it is not a run configuration.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{path} not found: {workdir} is not a transfusion-train workdir")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_config(f.read())
+    except (ValueError, TypeError) as err:
+        raise WorkdirError(f"{path} is not a valid run configuration: {err}") from err
+
+
+def read_results(workdir: str) -> dict[str, Any] | None:
+    """`results.json` (None while the run is unfinished); WorkdirError naming a bad file."""
+    path = os.path.join(workdir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return None
+    results = read_json(path)
+    if not isinstance(results, dict):
+        raise WorkdirError(f"{path}: not a JSON object")
+    return results
+
+
+def read_init_report(workdir: str) -> dict[str, Any] | None:
+    """`init_report.json` (None when the run has none); WorkdirError naming a bad file."""
+    path = os.path.join(workdir, INIT_REPORT_FILE)
+    return read_json(path) if os.path.exists(path) else None
+
+
+def read_history(workdir: str) -> list[dict[str, Any]]:
+    """The eval records of `eval_history.jsonl`, in file order (empty list if none).
+
+    A last line without its newline that does not parse was cut by a kill while being written
+    (the trainer appends whole lines): it is dropped with a warning, and the trainer writes that
+    eval again when it resumes. Any other line that is not a JSON object with a "step" raises
+    WorkdirError naming `file:line`, so a damaged record is never read as a shorter one.
+    """
+    path = os.path.join(workdir, HISTORY_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if lineno == len(lines):  # no newline after it: cut while being appended
+                logging.warning("%s:%d: dropping a line cut while being written", path, lineno)
+                break
+            raise WorkdirError(f"{path}:{lineno}: not valid JSON ({err})") from err
+        if not isinstance(record, dict) or "step" not in record:
+            raise WorkdirError(f"{path}:{lineno}: record has no 'step'")
+        records.append(record)
+    return records
+
+
+def build_model(cfg: config_lib.RunConfig) -> keras.Model:
+    """The model a RunConfig describes, as the trainer builds it, randomly initialised.
+
+    The model maps float32 images [B, S, S, C] (S = cfg.model.image_size) to logits [B, T].
+    """
+    from transfusion_tf.models import registry as model_registry
+
+    m = cfg.model
+    return model_registry.build_model(
+        m.name,
+        num_tasks=m.num_tasks,
+        image_size=m.image_size,
+        channels=m.channels,
+        widths=m.widths,
+        width_multiplier=m.width_multiplier,
+    )
+
+
+def load_model(workdir: str, *, weights: str = "final") -> tuple[config_lib.RunConfig, keras.Model]:
+    """Rebuilds a run's model from `config.json` and loads its `weights` weights.
+
+    Returns:
+      (config, model): the model maps float32 [B, S, S, C] to logits [B, T]. WorkdirError
+      naming the weights file when it does not fit the configured model.
+    """
+    cfg = read_config(workdir)
+    path = existing_weights(workdir, weights)
+    model = build_model(cfg)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as err:
+        raise WorkdirError(f"{path}: cannot load into {cfg.model.name} ({err})") from err
+    return cfg, model

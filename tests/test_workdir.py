@@ -1,0 +1,71 @@
+"""The run record's readers and writers (transfusion_tf.workdir)."""
+
+import json
+import os
+
+import pytest
+
+from transfusion_tf import workdir
+
+
+def _write(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def test_missing_config_is_both_file_not_found_and_workdir_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a transfusion-train workdir") as info:
+        workdir.read_config(str(tmp_path))
+    assert isinstance(info.value, workdir.WorkdirError)
+
+
+def test_bad_config_names_the_file(tmp_path):
+    _write(tmp_path / workdir.CONFIG_FILE, json.dumps({"data": {}, "colour": 1}))
+    with pytest.raises(workdir.WorkdirError, match="config.json is not a valid run config"):
+        workdir.read_config(str(tmp_path))
+
+
+def test_history_drops_only_a_line_cut_while_written(tmp_path):
+    _write(tmp_path / workdir.HISTORY_FILE, '{"step": 0}\n{"step": 5}\n{"step": 1')
+    assert [r["step"] for r in workdir.read_history(str(tmp_path))] == [0, 5]
+
+
+@pytest.mark.parametrize(
+    "text, where", [('{"step": 0}\noops\n', ":2: not valid JSON"), ('{"x": 1}\n', ":1: record")]
+)
+def test_history_bad_whole_line_names_file_and_line(tmp_path, text, where):
+    _write(tmp_path / workdir.HISTORY_FILE, text)
+    with pytest.raises(workdir.WorkdirError, match=f"eval_history.jsonl{where}"):
+        workdir.read_history(str(tmp_path))
+
+
+def test_history_absent_is_empty_and_append_round_trips(tmp_path):
+    assert workdir.read_history(str(tmp_path)) == []
+    workdir.append_history(str(tmp_path), {"step": 3, "auc": 0.5})
+    assert workdir.read_history(str(tmp_path)) == [{"step": 3, "auc": 0.5}]
+
+
+def test_json_writer_is_atomic_and_reader_names_bad_file(tmp_path):
+    path = str(tmp_path / workdir.RESULTS_FILE)
+    workdir.write_json_atomic(path, {"final_auc_mean": 0.7})
+    assert os.listdir(tmp_path) == [workdir.RESULTS_FILE]
+    assert workdir.read_results(str(tmp_path)) == {"final_auc_mean": 0.7}
+    _write(path, "{not json")
+    with pytest.raises(workdir.WorkdirError, match="results.json: not valid JSON"):
+        workdir.read_results(str(tmp_path))
+    os.remove(path)
+    assert workdir.read_results(str(tmp_path)) is None
+
+
+def test_weights_choices_and_missing_weights(tmp_path):
+    with pytest.raises(ValueError, match="choose one of final, best, init"):
+        workdir.weights_path(str(tmp_path), "last")
+    with pytest.raises(FileNotFoundError, match="has no best weights"):
+        workdir.existing_weights(str(tmp_path), "best")
+
+
+def test_sha256_of_a_file(tmp_path):
+    _write(tmp_path / "a.txt", "abc")
+    assert workdir.sha256(str(tmp_path / "a.txt")) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
