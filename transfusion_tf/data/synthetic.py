@@ -182,16 +182,24 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 class FundusStyle:
     """How hard the fundus task is: lesion radius and opacity multipliers, and how many
     lesion-like distractors (drusen-like specks, pigment dots) every grade shows, as a
-    multiplier of their default counts. The default draws the images of earlier versions."""
+    multiplier of their default counts. `min_visibility` < 1 draws each image's lesion
+    opacity factor uniformly from [min_visibility, 1], so some images show their lesions
+    faintly or (near 0) not at all, as subtle cases do: the task's AUC then has a ceiling
+    below 1 that no model passes. The default draws the images of earlier versions."""
 
     lesion_scale: float = 1.0
     lesion_contrast: float = 1.0
     distractors: float = 1.0
+    min_visibility: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("lesion_scale", "lesion_contrast", "distractors"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FundusStyle.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.min_visibility <= 1:
+            raise ValueError(
+                f"FundusStyle.min_visibility must be in [0, 1], got {self.min_visibility}"
+            )
 
 
 DEFAULT_FUNDUS_STYLE = FundusStyle()
@@ -245,6 +253,7 @@ def fundus_image(
     contrast = style.lesion_contrast
 
     def spots(count: int, radius: tuple[float, float], color, alpha, near=None, spread=0.5):
+        """Draws `count` discs; `alpha` is their opacity before the style's contrast."""
         if near is None:  # uniform over the central retina
             rho, phi = 0.75 * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
             y, x = rho * np.sin(phi), rho * np.cos(phi)
@@ -262,6 +271,9 @@ def fundus_image(
     many = style.distractors
     spots(int(rng.integers(0, max(1, round(4 * many)))), (0.008, 0.016), (0.95, 0.8, 0.5), 0.45)
     spots(int(rng.integers(0, max(1, round(3 * many)))), (0.006, 0.012), (0.35, 0.12, 0.05), 0.5)
+    # This image's lesion visibility (drawn only for a style that asks for it, so the default
+    # style's images stay those of earlier versions).
+    seen = 1.0 if style.min_visibility >= 1 else rng.uniform(style.min_visibility, 1.0)
     lesions = {
         0: (0, 0, 0, 0, 0),
         1: (rng.integers(2, 5), 0, 0, 0, 0),
@@ -270,10 +282,10 @@ def fundus_image(
         4: (rng.integers(10, 20), rng.integers(6, 12), rng.integers(4, 10), rng.integers(1, 4), 2),
     }[grade]
     n_ma, n_haem, n_exud, n_cws, n_nv = (int(v) for v in lesions)
-    spots(n_ma, (0.012, 0.02), (0.45, 0.04, 0.03), 0.9)
-    spots(n_haem, (0.03, 0.06), (0.42, 0.05, 0.03), 0.8)
-    spots(n_exud, (0.015, 0.03), (0.98, 0.9, 0.45), 0.85, near=macula, spread=0.22)
-    spots(n_cws, (0.04, 0.06), (0.95, 0.9, 0.8), 0.5)
+    spots(n_ma, (0.012, 0.02), (0.45, 0.04, 0.03), 0.9 * seen)
+    spots(n_haem, (0.03, 0.06), (0.42, 0.05, 0.03), 0.8 * seen)
+    spots(n_exud, (0.015, 0.03), (0.98, 0.9, 0.45), 0.85 * seen, near=macula, spread=0.22)
+    spots(n_cws, (0.04, 0.06), (0.95, 0.9, 0.8), 0.5 * seen)
     for _ in range(n_nv):
         path = _walk(
             rng,
@@ -284,7 +296,7 @@ def fundus_image(
             wiggle=25.0,
             step=0.5 / px,
         )
-        _draw_path(img, path, width_px=0.004 * px, color=(0.6, 0.1, 0.08), alpha=0.8)
+        _draw_path(img, path, width_px=0.004 * px, color=(0.6, 0.1, 0.08), alpha=0.8 * seen)
 
     img = img * gain + sensor_noise
     fov = np.clip((0.93 - np.sqrt(r2)) * px, 0.0, 1.0)  # circular field of view, black outside
