@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -45,15 +46,19 @@ def test_quick_demo_end_to_end(quick_demo):
             results = json.loads((workdir / "results.json").read_text())
             assert results["train_steps"] == settings.target_steps
             assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
-    source = out / "runs" / "quick" / "source_natural_cbr_tiny"
+    source = out / "runs" / "quick" / "source_photo_cbr_tiny"
     assert (source / "weights" / "final.weights.h5").exists()
     # the single-label source task trains with a softmax (--loss=auto), as on ImageNet
     source_results = json.loads((source / "results.json").read_text())
     assert source_results["loss_function"] == "softmax"
     assert source_results["final_top1_accuracy"] is not None
     assert summary["source_loss_function"] == "softmax"
-    stats = json.loads((out / "source_stats.json").read_text())
-    assert stats
+    # Mean Var's statistics: one mean and variance per weight of the source model
+    stats = json.loads((out / "source_stats_quick.json").read_text())
+    assert stats["layers"] and "conv1" in " ".join(stats["layers"])
+    for tensors in stats["layers"].values():
+        for tensor in tensors:
+            assert tensor["var"] >= 0 and np.isfinite(tensor["mean"]) and tensor["shape"]
     # transfer copied the source, meanvar used its statistics file
     report = json.loads(
         (out / "runs" / "quick" / "fundus_transfer_s0" / "init_report.json").read_text()
@@ -137,9 +142,17 @@ def test_claims_follow_the_numbers(quick_demo):
 
 def test_settings_and_seed_override():
     quick = demo.demo_settings(quick=True)
-    full = demo.demo_settings(quick=False)
-    assert len(quick.seeds) >= 2 and len(full.seeds) >= 5
-    assert quick.target_steps < full.target_steps
+    default = demo.demo_settings(quick=False)
+    full = demo.demo_settings(full=True)
+    assert len(quick.seeds) >= 2 and len(default.seeds) >= 5
+    assert quick.target_steps < default.target_steps
+    # --full: the default design plus a model >= 4x larger and a small-data regime
+    assert dataclasses.replace(full, mode="default", large_widths=None, small_train_examples=None) == default
+    large = sum(w * w for w in full.large_widths) / sum(w * w for w in full.widths)
+    assert large >= 4 and full.small_train_examples < default.fundus_examples
+    assert demo.run_count(full) > demo.run_count(default) > demo.run_count(quick)
+    with pytest.raises(ValueError, match="--quick and --full"):
+        demo.demo_settings(quick=True, full=True)
     assert demo.demo_settings(quick=True, seeds=[3, 4, 5]).seeds == (3, 4, 5)
     with pytest.raises(ValueError, match="--seeds"):
         demo.demo_settings(quick=True, seeds=[])

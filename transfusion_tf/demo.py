@@ -858,7 +858,8 @@ def _intro_markdown(demo: _Demo, claims_md: str) -> str:
             f"Target task: `{task}` on `synthetic_fundus` ({s.fundus_examples} images at "
             f"{s.image_size} px, lesions {st.lesion_scale:g}× their default radius at "
             f"{st.lesion_contrast:g}× opacity among {st.distractors:g}× the lesion-like "
-            f"distractors; validation split {valid['num_examples']} images, {positives} "
+            f"distractors{_visibility_note(st)}; validation split {valid['num_examples']} "
+            f"images, {positives} "
             f"positive); model `{s.model}` with widths {list(s.widths)}; {s.target_steps} "
             f"{s.optimizer} steps per run{subset} (learning rate {s.learning_rate}, cosine "
             "schedule, the same for every init), validation AUC at step 0 and every "
@@ -879,6 +880,15 @@ def _intro_markdown(demo: _Demo, claims_md: str) -> str:
             "data's, whatever the paper says: `higher` / `lower` when the CI excludes 0 "
             "(50 % for the transfusion row), else `no evidence`.",
         ]
+    )
+
+
+def _visibility_note(style: synthetic.FundusStyle) -> str:
+    if style.min_visibility >= 1:
+        return ""
+    return (
+        f", each image's lesions drawn at a visibility from U({style.min_visibility:g}, 1), so "
+        "some positives look negative and no model reaches AUC 1"
     )
 
 

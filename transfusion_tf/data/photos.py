@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from transfusion_tf.data import atomic
+from transfusion_tf.data import writer as writer_lib
+from transfusion_tf.data.converters.base import split_by_patient
 from transfusion_tf.data.encode import encode_png
 
 PHOTOS = ("china", "flower")
@@ -118,9 +120,6 @@ def write_photo_dataset(
     The dataset is single-label over `CLASSES`, written into a staging folder and published
     when complete, like every converter's output (`data.atomic`).
     """
-    from transfusion_tf.data import writer as writer_lib
-    from transfusion_tf.data.converters.base import split_by_patient
-
     if num_examples < len(CLASSES):
         raise ValueError(f"num_examples must be >= {len(CLASSES)} (one per class)")
     if image_size < 8:
