@@ -147,7 +147,10 @@ def test_settings_and_seed_override():
     assert len(quick.seeds) >= 2 and len(default.seeds) >= 5
     assert quick.target_steps < default.target_steps
     # --full: the default design plus a model >= 4x larger and a small-data regime
-    assert dataclasses.replace(full, mode="default", large_widths=None, small_train_examples=None) == default
+    assert (
+        dataclasses.replace(full, mode="default", large_widths=None, small_train_examples=None)
+        == default
+    )
     large = sum(w * w for w in full.large_widths) / sum(w * w for w in full.widths)
     assert large >= 4 and full.small_train_examples < default.fundus_examples
     assert demo.run_count(full) > demo.run_count(default) > demo.run_count(quick)

@@ -16,7 +16,7 @@ def test_classes_are_the_regions_of_both_photographs():
     assert len(set(photos.CLASSES)) == len(photos.CLASSES)
     for image in photos.photographs():
         assert image.shape == (427, 640, 3) and image.dtype == np.float32
-        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert image.min() >= 0.0 and image.max() <= 1.0
 
 
 def test_patch_is_deterministic_and_comes_from_its_region():
@@ -27,6 +27,7 @@ def test_patch_is_deterministic_and_comes_from_its_region():
     assert a.shape == (24, 24, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, patch(0, 5))
     assert not np.array_equal(a, patch(1, 5))
+
     # Sky (top row of the temple photograph) and the flower's centre differ in texture: the
     # mean gradient energy of many crops tells the two regions apart.
     def energy(cls):

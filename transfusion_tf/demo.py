@@ -68,8 +68,12 @@ STAND_IN_NOTE = (
 MODES = ("quick", "default", "full")
 
 # The target task's difficulty: lesions 3x their default radius (haemorrhages 3-6 px across at
-# 32 px) at 0.2x their default opacity among 6x the lesion-like distractors.
-TARGET_STYLE = synthetic.FundusStyle(lesion_scale=3.0, lesion_contrast=0.2, distractors=6.0)
+# 32 px) at 0.4x their default opacity among 4x the lesion-like distractors, each image's
+# lesions at a visibility drawn from U(0, 1). Random-init probes (seeds 100, 101) plateau at
+# validation AUC 0.86 and 0.89 after 600 steps, slopes 0.013 and 0.003 AUC per 100 steps.
+TARGET_STYLE = synthetic.FundusStyle(
+    lesion_scale=3.0, lesion_contrast=0.4, distractors=4.0, min_visibility=0.0
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +146,8 @@ _DEFAULT = dataclasses.replace(
     source_examples=6000,
     fundus_examples=3000,
     source_steps=2000,
-    target_steps=450,
-    eval_every_steps=15,
+    target_steps=600,
+    eval_every_steps=20,
     seeds=(0, 1, 2, 3, 4),
     cut_points=("conv1",),
     analysis_examples=64,

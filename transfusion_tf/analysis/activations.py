@@ -169,7 +169,10 @@ class UnitExtractor:
         self._model = keras.Model(run.model.input, outputs)
         # No autograph: the call has no tensor-dependent Python control flow to convert.
         self._call = tf.function(
-            lambda images: self._model(images, training=False), autograph=False
+            lambda images: self._model(images, training=False),
+            # [None, H, W, C]: one trace serves every batch size (the last may be smaller).
+            input_signature=[tf.TensorSpec([None, *self._model.input_shape[1:]], tf.float32)],
+            autograph=False,
         )
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -74,6 +74,12 @@ def make_train_loop(
     return train_loop
 
 
+def images_spec(model: keras.Model) -> tf.TensorSpec:
+    """float32 [None, H, W, C] of `model`'s input: a function traced with it serves every
+    batch size (a split's smaller last batch included) from one trace."""
+    return tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")
+
+
 def make_predict_fn(
     model: keras.Model, *, loss: str = "sigmoid"
 ) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -83,7 +89,7 @@ def make_predict_fn(
     over the classes (`losses.probabilities`).
     """
 
-    @tf.function
+    @tf.function(input_signature=[images_spec(model)])
     def predict(images):
         return losses.probabilities(model(images, training=False), loss=loss)
 
@@ -93,7 +99,7 @@ def make_predict_fn(
 def make_logits_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """Returns a tf.function mapping images [B, H, W, C] to float32 logits [B, T]."""
 
-    @tf.function
+    @tf.function(input_signature=[images_spec(model)])
     def logits(images):
         return tf.cast(model(images, training=False), tf.float32)
 
