@@ -480,6 +480,8 @@ class _Progress:
             time.perf_counter() - t0,
         )
         self.bar.update(1)
+        if self.bar.n >= self.bar.total:
+            self.close()  # the last run: later stage lines print below, not above a bar
         return results
 
     def close(self) -> None:
