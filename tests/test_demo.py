@@ -140,6 +140,46 @@ def test_claims_follow_the_numbers(quick_demo):
     assert len(summary["conv1_filters"]) == 3
 
 
+@pytest.mark.slow
+def test_full_mode_stages_at_quick_sizes(tmp_path):
+    """`--full`'s extra runs feed the model-size and small-data claims (quick sizes)."""
+    settings = dataclasses.replace(
+        demo.demo_settings(quick=True),
+        mode="full",
+        cut_points=("conv1",),
+        large_widths=(16, 32, 64, 128),
+        small_train_examples=60,
+    )
+    summary = demo.run_demo(
+        output_dir=str(tmp_path / "out"), export_dir=str(tmp_path / "sm"), settings=settings
+    )
+    claims = {c["claim"]: c for c in summary["claims"]}
+    size = claims["Larger models change less during training"]
+    assert size["verdict"] in {"higher", "lower", "no evidence"}
+    assert size["difference"] is not None and np.isfinite(size["difference"])
+    small = claims["Transfer helps more with little data"]
+    assert small["verdict"] in {"higher", "lower", "no evidence"}
+    test = summary["test_auc_by_run"]
+    gains = [
+        (test[f"small_transfer_s{s}"] - test[f"small_random_s{s}"])
+        - (test[f"transfer_s{s}"] - test[f"random_s{s}"])
+        for s in settings.seeds
+    ]
+    assert small["difference"] == pytest.approx(np.mean(gains), abs=1e-6)
+    runs = tmp_path / "out" / "runs" / "full"
+    for seed in settings.seeds:
+        for name in ("large_random", "small_random", "small_transfer"):
+            assert (runs / f"{name}_s{seed}" / "results.json").exists()
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Model size" in text and "Small-data regime" in text
+    with pytest.raises(ValueError, match="DemoSettings.mode"):
+        demo.run_demo(
+            output_dir=str(tmp_path / "x"),
+            export_dir=str(tmp_path / "y"),
+            settings=dataclasses.replace(settings, mode="huge"),
+        )
+
+
 def test_settings_and_seed_override():
     quick = demo.demo_settings(quick=True)
     default = demo.demo_settings(quick=False)

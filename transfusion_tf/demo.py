@@ -1041,6 +1041,7 @@ def _write_report(demo: _Demo) -> None:
             "conv1_filters": demo.filter_scores,
             "comparisons": comparisons,
             "test": test_rows,
+            "test_auc_by_run": {name: r["auc_mean"] for name, r in demo.test.items()},
             "weight_change_by_model": demo.weight_change,
             "source_final_auc_mean": demo.source_results["final_auc_mean"],
             "source_loss_function": demo.source_results.get("loss_function"),
@@ -1088,6 +1089,7 @@ def run_demo(
     quick: bool = False,
     full: bool = False,
     seeds: Sequence[int] | None = None,
+    settings: DemoSettings | None = None,
 ) -> dict[str, Any]:
     """Runs the whole demo (see module docstring); returns a summary dict (also demo.json).
 
@@ -1098,8 +1100,13 @@ def run_demo(
       quick: the small sizes the tests use (about 3 minutes on 2 CPU cores).
       full: the default sizes plus a larger model and a small-data regime (about 45 minutes).
       seeds: seeds of the target runs (default: 2 in quick mode, 5 otherwise).
+      settings: sizes of one's own (e.g. `--full`'s stages at `--quick`'s sizes), in place of
+        `quick`, `full` and `seeds`.
     """
-    settings = demo_settings(quick=quick, full=full, seeds=seeds)
+    if settings is None:
+        settings = demo_settings(quick=quick, full=full, seeds=seeds)
+    elif settings.mode not in MODES:
+        raise ValueError(f"DemoSettings.mode must be one of {MODES}, got {settings.mode!r}")
     os.makedirs(output_dir, exist_ok=True)
     logging.info("transfusion demo (%s mode) in %s", settings.mode, output_dir)
     timer = _Timer()
