@@ -27,29 +27,56 @@ def test_recovered_fraction_is_a_ratio_of_paired_speed_ups():
         claims.recovered_fraction(random_steps=[1], transfer_steps=[1, 2], partial_steps=[1])
 
 
-def _payload(rr: dict[str, list[float]], rt: dict[str, list[float]]) -> dict:
+def _payload(rr: dict[str, list[float]], rt: dict[str, list[float]], *, names=True) -> dict:
+    """Pairs of 3 random runs (r0-r1, r0-r2, r1-r2) and of them with 2 transfer runs."""
+    runs = {
+        "random_vs_random": [("r0", "r1"), ("r0", "r2"), ("r1", "r2")],
+        "random_vs_transfer": [(r, t) for r in ("r0", "r1", "r2") for t in ("t0", "t1")],
+    }
     pairs = []
     for kind, values in (("random_vs_random", rr), ("random_vs_transfer", rt)):
-        for i in range(len(values["conv1"])):
-            pairs.append({"kind": kind, "units": {u: {"pwcca": v[i]} for u, v in values.items()}})
+        for i, (a, b) in enumerate(runs[kind][: len(values["conv1"])]):
+            pair = {"kind": kind, "units": {u: {"pwcca": v[i]} for u, v in values.items()}}
+            if names:
+                init_b = "random" if kind == "random_vs_random" else "imagenet"
+                pair.update(run_a=a, run_b=b, init_a="random", init_b=init_b)
+            pairs.append(pair)
     return {"primary_measure": "pwcca", "pairs": pairs}
 
 
 def test_representation_claim_follows_the_pairs():
     # rt pairs as alike as rr at conv1, much less alike at conv4: the gap grows upwards
+    rng = np.random.default_rng(0)
     payload = _payload(
         rr={"conv1": [0.9, 0.91, 0.89], "conv4": [0.6, 0.62, 0.61]},
-        rt={"conv1": [0.9, 0.9, 0.91, 0.89], "conv4": [0.4, 0.41, 0.42, 0.40]},
+        rt={"conv1": list(0.9 + 0.01 * rng.standard_normal(6)), "conv4": [0.4, 0.41] * 3},
     )
     row = claims.representation_claim(payload, num_resamples=500)
-    assert row.difference == pytest.approx((0.61 - 0.4075) - (0.9 - 0.9))
-    assert row.verdict == "higher" and row.ci_low > 0
+    rt = payload["pairs"][3:]
+    rt1 = np.mean([p["units"]["conv1"]["pwcca"] for p in rt])
+    assert row.difference == pytest.approx((0.61 - 0.405) - (0.9 - rt1))
+    assert row.verdict == "higher" and row.ci_low > 0 and "CI over runs" in row.n
     same = _payload(
-        rr={"conv1": [0.9, 0.8], "conv4": [0.6, 0.5]},
-        rt={"conv1": [0.9, 0.8], "conv4": [0.6, 0.5]},
+        rr={"conv1": [0.9, 0.8, 0.85], "conv4": [0.6, 0.5, 0.55]},
+        rt={"conv1": [0.9, 0.8, 0.85, 0.9, 0.8, 0.85], "conv4": [0.6, 0.5, 0.55] * 2},
     )
     assert claims.representation_claim(same, num_resamples=200).verdict == "no evidence"
     assert claims.representation_claim(None).verdict == "no evidence"
+
+
+def test_representation_claim_resamples_runs_not_pairs():
+    """All the spread of the rt pairs comes from which transfer run they hold (t0: 0.4, t1:
+    0.2 at conv4). Resampling runs draws t0 or t1 for both of a draw's slots a quarter of the
+    time each, so its CI spans [0.2, 0.4]; resampling the 6 pairs as if independent gives a
+    narrower one."""
+    rr = {"conv1": [0.9, 0.9, 0.9], "conv4": [0.6, 0.6, 0.6]}
+    rt = {"conv1": [0.9] * 6, "conv4": [0.4, 0.2] * 3}  # r0-t0, r0-t1, r1-t0, ...
+    by_run = claims.representation_claim(_payload(rr, rt), num_resamples=2000)
+    by_pair = claims.representation_claim(_payload(rr, rt, names=False), num_resamples=2000)
+    assert by_run.difference == pytest.approx(by_pair.difference) == pytest.approx(0.3)
+    assert "optimistic" in by_pair.measure and "optimistic" not in by_run.measure
+    assert (by_run.ci_low, by_run.ci_high) == pytest.approx((0.2, 0.4))
+    assert by_pair.ci_high - by_pair.ci_low < 0.18
 
 
 def test_model_size_row_says_not_tested_without_two_sizes():

@@ -20,6 +20,7 @@ JSON (per-unit similarity of run pairs), never written by hand:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 from transfusion_tf.report import compare, stats, tables
 
 NOT_TESTED = "not tested in this mode"
+RANDOM_INIT = "random"  # the init name of random-init runs in the analysis JSON
 MOST = 0.5  # "most" of transfer's speed-up: more than half
 
 
@@ -229,9 +231,11 @@ def representation_claim(
     """Transfer and random representations differ more in higher layers (Fig. 2).
 
     gap(unit) = mean over random-vs-random pairs - mean over random-vs-transfer pairs of the
-    primary similarity; the difference is gap(top unit) - gap(lowest unit), each group of pairs
-    resampled on its own. Pairs share runs, so the CI treats dependent pairs as independent
-    (optimistic); the row says so.
+    primary similarity; the difference is gap(top unit) - gap(lowest unit). Pairs share runs,
+    so the CI resamples *runs*, not pairs: each bootstrap draw takes the random runs and the
+    transfer runs with replacement and averages the pairs among the drawn runs (a draw whose
+    random runs are all one run has no random-vs-random pair and is skipped). Payloads without
+    run names fall back to resampling pairs, and the row says the CI is optimistic.
     """
     claim = "Transfer and random representations differ more in higher layers"
     paper = (
@@ -253,31 +257,31 @@ def representation_claim(
     n_rt = len(groups["random_vs_transfer", low_unit])
     measure = (
         f"{measure_name}: [rr − rt]({top_unit}) − [rr − rt]({low_unit}), rr = random-vs-random, "
-        "rt = random-vs-transfer pairs (pairs share runs: CI optimistic)"
+        "rt = random-vs-transfer pairs"
     )
     n = f"{n_rr} rr, {n_rt} rt pairs"
     if any(v.size == 0 for v in groups.values()):
         return ClaimRow(claim, paper, measure, None, None, None, n, "no evidence", "similarity")
 
-    def statistic(sample: Mapping[tuple[str, str], np.ndarray]) -> np.ndarray:
-        gap = {
-            u: sample["random_vs_random", u].mean(axis=-1)
-            - sample["random_vs_transfer", u].mean(axis=-1)
+    def gap(values: Mapping[tuple[str, str], np.ndarray]) -> np.ndarray:
+        by_unit = {
+            u: values["random_vs_random", u] - values["random_vs_transfer", u]
             for u in (low_unit, top_unit)
         }
-        return gap[top_unit] - gap[low_unit]
+        return by_unit[top_unit] - by_unit[low_unit]
 
-    value = float(statistic(groups))
+    value = float(gap({k: v.mean() for k, v in groups.items()}))
+    rng = np.random.default_rng(seed)
+    matrices = _run_matrices(compare_payload, (low_unit, top_unit), measure_name)
+    if matrices is not None:
+        draws = _run_bootstrap(matrices, num_resamples=num_resamples, rng=rng)
+        n = f"{n}; CI over runs"
+    else:
+        draws = _pair_bootstrap(groups, num_resamples=num_resamples, rng=rng)
+        measure += " (pairs share runs: CI optimistic)"
     low = high = None
-    if n_rr >= 2 and n_rt >= 2:
-        rng = np.random.default_rng(seed)
-        # Resample pairs (the same pairs for both units) within each kind.
-        idx = {
-            kind: rng.integers(0, len(groups[kind, low_unit]), (num_resamples, count))
-            for kind, count in (("random_vs_random", n_rr), ("random_vs_transfer", n_rt))
-        }
-        sample = {(k, u): groups[k, u][idx[k]] for k, u in groups}
-        low, high = (float(v) for v in np.percentile(statistic(sample), [2.5, 97.5]))
+    if draws is not None:
+        low, high = (float(v) for v in np.percentile(gap(draws), [2.5, 97.5]))
     return ClaimRow(
         claim,
         paper,
@@ -289,6 +293,88 @@ def representation_claim(
         stats.verdict(ci_low=low, ci_high=high),
         "similarity",
     )
+
+
+def _run_matrices(
+    payload: Mapping[str, Any], units: Sequence[str], measure: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, int] | None:
+    """Similarity of every analysed pair of runs as matrices, by unit: random x random
+    [R, R] (NaN where a pair is missing, the diagonal included) and random x transfer [R, T];
+    None when pairs carry no run names or fewer than 2 random or 2 transfer runs."""
+    pairs = [
+        p
+        for p in payload.get("pairs", [])
+        if p["kind"] in ("random_vs_random", "random_vs_transfer")
+    ]
+    if not all("run_a" in p and "run_b" in p and "init_a" in p for p in pairs):
+        return None
+    randoms, transfers = [], []
+    for p in pairs:
+        for run, init in ((p["run_a"], p["init_a"]), (p["run_b"], p["init_b"])):
+            side = randoms if init == RANDOM_INIT else transfers
+            if run not in side:
+                side.append(run)
+    if len(randoms) < 2 or len(transfers) < 2:
+        return None
+    rr = {u: np.full((len(randoms), len(randoms)), np.nan) for u in units}
+    rt = {u: np.full((len(randoms), len(transfers)), np.nan) for u in units}
+    for p in pairs:
+        for u in units:
+            v = (p["units"].get(u) or {}).get(measure)
+            if v is None:
+                continue
+            if p["kind"] == "random_vs_random":
+                i, j = randoms.index(p["run_a"]), randoms.index(p["run_b"])
+                rr[u][i, j] = rr[u][j, i] = float(v)
+            else:
+                a_random = p["init_a"] == RANDOM_INIT
+                r, t = (p["run_a"], p["run_b"]) if a_random else (p["run_b"], p["run_a"])
+                rt[u][randoms.index(r), transfers.index(t)] = float(v)
+    return rr, rt, len(randoms), len(transfers)
+
+
+def _run_bootstrap(
+    matrices: tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, int],
+    *,
+    num_resamples: int,
+    rng: np.random.Generator,
+) -> dict[tuple[str, str], np.ndarray] | None:
+    """Per-draw mean similarity of rr and rt pairs among runs drawn with replacement:
+    {(kind, unit): [draws]}; draws without a random-vs-random pair are dropped."""
+    rr, rt, n_random, n_transfer = matrices
+    r = rng.integers(0, n_random, (num_resamples, n_random))
+    t = rng.integers(0, n_transfer, (num_resamples, n_transfer))
+    upper = np.triu(np.ones((n_random, n_random), bool), k=1)  # positions i < j of one draw
+    out: dict[tuple[str, str], np.ndarray] = {}
+    keep = None
+    for u in rr:
+        within = np.where(upper, rr[u][r[:, :, None], r[:, None, :]], np.nan)  # [B, R, R]
+        across = rt[u][r[:, :, None], t[:, None, :]]  # [B, R, T]
+        with warnings.catch_warnings():  # a draw's all-NaN row: "mean of empty slice"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rr_mean = np.nanmean(within.reshape(num_resamples, -1), axis=1)
+            rt_mean = np.nanmean(across.reshape(num_resamples, -1), axis=1)
+        ok = np.isfinite(rr_mean) & np.isfinite(rt_mean)
+        keep = ok if keep is None else keep & ok
+        out["random_vs_random", u], out["random_vs_transfer", u] = rr_mean, rt_mean
+    if keep is None or keep.sum() < 0.5 * num_resamples:
+        return None
+    return {k: v[keep] for k, v in out.items()}
+
+
+def _pair_bootstrap(
+    groups: Mapping[tuple[str, str], np.ndarray],
+    *,
+    num_resamples: int,
+    rng: np.random.Generator,
+) -> dict[tuple[str, str], np.ndarray] | None:
+    """Per-draw mean similarity of pairs resampled within each kind (the same pairs for both
+    units); None with fewer than 2 pairs of a kind."""
+    counts = {kind: len(v) for (kind, _), v in groups.items()}
+    if min(counts.values()) < 2:
+        return None
+    idx = {kind: rng.integers(0, c, (num_resamples, c)) for kind, c in counts.items()}
+    return {(k, u): v[idx[k]].mean(axis=-1) for (k, u), v in groups.items()}
 
 
 def model_size_claim(
