@@ -29,8 +29,7 @@ def tensorboard_summaries(output_dir):
     )
     events.Reload()
     return {
-        tag: events.SummaryMetadata(tag).plugin_data.plugin_name
-        for tag in events.Tags()["tensors"]
+        tag: events.SummaryMetadata(tag).plugin_data.plugin_name for tag in events.Tags()["tensors"]
     }
 
 
