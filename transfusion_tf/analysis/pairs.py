@@ -19,6 +19,7 @@ from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import figures
 from transfusion_tf.analysis import measures as measures_lib
 from transfusion_tf.analysis import null as null_lib
+from transfusion_tf.analysis import output as output_lib
 from transfusion_tf.analysis import runs as runs_lib
 
 # The first is the primary measure of the figures and of Fig. 2's groups: PWCCA has the widest
@@ -210,20 +211,33 @@ def curves_and_bands(
     return curves, bands
 
 
-def unit_curves_figure(
+def write_unit_curves(
+    out: output_lib.Output,
     records: Sequence[Mapping[str, Any]],
-    path: str,
     *,
+    stem: str,
     label: Callable[[Mapping[str, Any]], str],
     measure: str,
-    title: str,
-) -> str:
-    """The per-unit curves of `records` (one model) with null bands; `label(record)` names each.
+    title: Callable[[str], str],
+) -> list[str]:
+    """Per model, the per-unit curves of `records` with their null bands: `<stem>*.png`.
 
-    Every record holds "units": unit -> unit record (`UnitSimilarity.record`).
+    Every record holds "model" and "units": unit -> unit record (`UnitSimilarity.record`);
+    `label(record)` names its curve and `title(model)` titles a model's figure.
     """
-    unit_names = list(records[0]["units"])
-    curves, bands = curves_and_bands({label(r): r["units"] for r in records}, unit_names, measure)
-    return figures.plot_unit_curves(
-        unit_names, curves, path, title=title, ylabel=measure, null_bands=bands
-    )
+
+    def plot(model: str, members: Sequence[Mapping[str, Any]], path: str) -> str:
+        unit_names = list(members[0]["units"])
+        curves, bands = curves_and_bands(
+            {label(r): r["units"] for r in members}, unit_names, measure
+        )
+        return figures.plot_unit_curves(
+            unit_names,
+            curves,
+            path,
+            title=title(model),
+            ylabel=measure,
+            null_bands=bands,
+        )
+
+    return out.figures_per_model(records, stem=stem, plot=plot)

@@ -98,18 +98,7 @@ def analyze_arrays(
     )
     null = {n: null_lib.summarize(samples.get(n, [])) for n in names}
     verdict = {n: null_lib.above_chance(values[n], null[n]) for n in names}
-    ratio = null_lib.datapoints_per_feature(x.shape[0], x.shape[1], y.shape[1])
-    if ratio < null_lib.LOW_DATAPOINTS_PER_FEATURE:
-        logging.warning(
-            "%s vs %s: %d datapoints for %d + %d features (%.1f per feature); chance similarity "
-            "is high, read each value against its null",
-            a_path,
-            b_path,
-            x.shape[0],
-            x.shape[1],
-            y.shape[1],
-            ratio,
-        )
+    ratio = _datapoints_per_feature(x, y, a_path=a_path, b_path=b_path)
     details = _cca_details(cov, options=options, undefined=undefined)
     payload = {
         **values,
@@ -163,6 +152,23 @@ def _activation_pair(
             f"{a_path}: a permutation null needs at least 2 images of {rows_per_image} rows"
         )
     return x, y
+
+
+def _datapoints_per_feature(x: np.ndarray, y: np.ndarray, *, a_path: str, b_path: str) -> float:
+    """n / (p + q) of x [n, p] and y [n, q]; a warning when chance similarity is high there."""
+    ratio = null_lib.datapoints_per_feature(x.shape[0], x.shape[1], y.shape[1])
+    if ratio < null_lib.LOW_DATAPOINTS_PER_FEATURE:
+        logging.warning(
+            "%s vs %s: %d datapoints for %d + %d features (%.1f per feature); chance similarity "
+            "is high, read each value against its null",
+            a_path,
+            b_path,
+            x.shape[0],
+            x.shape[1],
+            y.shape[1],
+            ratio,
+        )
+    return ratio
 
 
 def _measure_values(

@@ -196,16 +196,13 @@ def _write_figures(
     weights: str,
 ) -> None:
     """compare_units*.png, compare_fig2.png and the table of pairs (primary measure)."""
-    out.figures_per_model(
+    pairs_lib.write_unit_curves(
+        out,
         pair_records,
         stem="compare_units",
-        plot=lambda model, records, path: pairs_lib.unit_curves_figure(
-            records,
-            path,
-            label=lambda r: f"{r['run_a']} vs {r['run_b']} ({r['group']})",
-            measure=primary,
-            title=f"{model}: {primary} between runs per unit ({weights} weights)",
-        ),
+        label=lambda r: f"{r['run_a']} vs {r['run_b']} ({r['group']})",
+        measure=primary,
+        title=lambda model: f"{model}: {primary} between runs per unit ({weights} weights)",
     )
     fig2: dict[str, list[float]] = {}
     fig2_null: dict[str, list[float]] = {}

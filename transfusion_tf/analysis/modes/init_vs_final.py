@@ -52,37 +52,20 @@ def init_vs_final(
         runs.extend([act.load_run(w, which="init"), act.load_run(w, which="final")])
     per_run, scatter, rows = [], [], []
     for group in runs_lib.group_by_arch([runs[2 * k].config for k in range(len(workdirs))]):
-        cross = list(itertools.combinations(group, 2))
-        cross_pairs = [(2 * a, 2 * b) for a, b in cross] + [
-            (2 * a + 1, 2 * b + 1) for a, b in cross
-        ]
-        unit_names, sims = pairs_lib.run_pairs(
+        group_runs, group_scatter, group_rows = _group_records(
             runs,
-            [(2 * k, 2 * k + 1) for k in group] + cross_pairs,
+            group,
+            workdirs=workdirs,
+            labels=labels,
             dataset_dir=dataset_dir,
             spec=spec,
             units=units,
             measures=measures,
             options=options,
         )
-        records = {p: {u: sims[p][u].record() for u in unit_names} for p in sims}
-        for k in group:
-            per_run.append(
-                {
-                    "run": labels[k],
-                    "workdir": workdirs[k],
-                    "model": runs[2 * k].config.model.name,
-                    "init": runs[2 * k].config.init.name,
-                    "units": records[(2 * k, 2 * k + 1)],
-                }
-            )
-            rows += _unit_rows(per_run[-1], "init_vs_final", labels[k], labels[k], measures)
-        for a, b in cross:
-            points = _scatter_points(
-                runs, (a, b), labels=labels, records=records, measures=measures
-            )
-            scatter += points
-            rows += _pair_rows(points, records, (a, b), measures)
+        per_run += group_runs
+        scatter += group_scatter
+        rows += group_rows
     low = pairs_lib.warn_low_ratio(
         [{"unit": u, **v} for r in per_run for u, v in r["units"].items()], what=MODE
     )
@@ -103,6 +86,51 @@ def init_vs_final(
         out.csv("init_vs_final.csv", rows)
         _write_figures(out, per_run, scatter, primary=primary)
     return payload
+
+
+def _group_records(
+    runs: Sequence[act.LoadedRun],
+    group: Sequence[int],
+    *,
+    workdirs: Sequence[str],
+    labels: Sequence[str],
+    dataset_dir: str | None,
+    spec: act.ActivationSpec,
+    units: Sequence[str] | None,
+    measures: Sequence[str],
+    options: measures_lib.MeasureOptions,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One architecture's runs (k in `group`; runs[2k] at init, runs[2k + 1] final): their
+    per-unit init-vs-final records, Fig. 4's points of every pair of them, and the CSV rows."""
+    per_run, scatter, rows = [], [], []
+    cross = list(itertools.combinations(group, 2))
+    cross_pairs = [(2 * a, 2 * b) for a, b in cross] + [(2 * a + 1, 2 * b + 1) for a, b in cross]
+    unit_names, sims = pairs_lib.run_pairs(
+        runs,
+        [(2 * k, 2 * k + 1) for k in group] + cross_pairs,
+        dataset_dir=dataset_dir,
+        spec=spec,
+        units=units,
+        measures=measures,
+        options=options,
+    )
+    records = {p: {u: sims[p][u].record() for u in unit_names} for p in sims}
+    for k in group:
+        per_run.append(
+            {
+                "run": labels[k],
+                "workdir": workdirs[k],
+                "model": runs[2 * k].config.model.name,
+                "init": runs[2 * k].config.init.name,
+                "units": records[(2 * k, 2 * k + 1)],
+            }
+        )
+        rows += _unit_rows(per_run[-1], "init_vs_final", labels[k], labels[k], measures)
+    for a, b in cross:
+        points = _scatter_points(runs, (a, b), labels=labels, records=records, measures=measures)
+        scatter += points
+        rows += _pair_rows(points, records, (a, b), measures)
+    return per_run, scatter, rows
 
 
 def _unit_rows(
@@ -214,16 +242,13 @@ def _write_figures(
     primary: str,
 ) -> None:
     """init_vs_final_units*.png, init_vs_final_scatter.png and the table of runs per unit."""
-    out.figures_per_model(
+    pairs_lib.write_unit_curves(
+        out,
         per_run,
         stem="init_vs_final_units",
-        plot=lambda model, records, path: pairs_lib.unit_curves_figure(
-            records,
-            path,
-            label=lambda r: f"{r['run']} ({r['init']})",
-            measure=primary,
-            title=f"{model}: {primary} of each unit at init vs after training",
-        ),
+        label=lambda r: f"{r['run']} ({r['init']})",
+        measure=primary,
+        title=lambda model: f"{model}: {primary} of each unit at init vs after training",
     )
     if scatter:
         groups: dict[str, list[tuple[float, float]]] = {}
