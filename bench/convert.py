@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import multiprocessing
 import os
-import resource
 import shutil
-import tempfile
-import time
 
+import _common
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from transfusion_tf.data import encode, layouts
@@ -74,25 +71,18 @@ def make_raw(root: str, *, num_images: int, distinct: int, source_size: int) -> 
     return sorted(os.path.join(root, "train", n) for n in os.listdir(os.path.join(root, "train")))
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """CPU seconds (user + system) of this process and of its reaped children."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
-
-
 def _bare_loop(job: tuple[list[str], int]) -> tuple[float, float]:
     """Read, decode, resize, encode each file; returns (wall s, CPU s) of the loop alone."""
     files, image_size = job
-    wall, cpu = time.perf_counter(), time.process_time()
-    for path in files:
-        with open(path, "rb") as f:
-            data = f.read()
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        small = image.resize((image_size, image_size), Image.BILINEAR)
-        encode.encode_jpeg(np.asarray(small), quality=imageio.JPEG_QUALITY)
-    return time.perf_counter() - wall, time.process_time() - cpu
+    with _common.Clock() as clock:
+        for path in files:
+            with open(path, "rb") as f:
+                data = f.read()
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            small = image.resize((image_size, image_size), Image.BILINEAR)
+            encode.encode_jpeg(np.asarray(small), quality=imageio.JPEG_QUALITY)
+    return clock.wall, clock.cpu
 
 
 def baseline(files: list[str], *, image_size: int, workers: int) -> tuple[float, float]:
@@ -112,54 +102,53 @@ def ours(raw: str, out: str, *, image_size: int, workers: int | None) -> tuple[f
     options = base.ConvertOptions(
         image_size=image_size, workers=workers, progress=False, valid_fraction=0.1
     )
-    wall, (parent, children) = time.perf_counter(), cpu_seconds()
-    registry.prepare_dataset(
-        source_format="eyepacs", input_path=raw, output_dir=out, options=options
-    )
-    parent_after, children_after = cpu_seconds()
-    return time.perf_counter() - wall, parent_after - parent, children_after - children
+    with _common.Clock() as clock:
+        registry.prepare_dataset(
+            source_format="eyepacs", input_path=raw, output_dir=out, options=options
+        )
+    return clock.wall, clock.cpu, clock.children_cpu
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_convert_")
-    raw, out = os.path.join(work, "raw"), os.path.join(work, "dataset")
-    shutil.rmtree(raw, ignore_errors=True)
-    files = make_raw(
-        raw, num_images=FLAGS.num_images, distinct=FLAGS.distinct, source_size=FLAGS.source_size
-    )
-    import tensorflow  # noqa: F401  (loaded before timing: its import is a one-off cost)
+def main() -> None:
+    with _common.scratch(FLAGS.work_dir, prefix="bench_convert_") as work:
+        raw, out = os.path.join(work, "raw"), os.path.join(work, "dataset")
+        shutil.rmtree(raw, ignore_errors=True)
+        files = make_raw(
+            raw,
+            num_images=FLAGS.num_images,
+            distinct=FLAGS.distinct,
+            source_size=FLAGS.source_size,
+        )
+        import tensorflow  # noqa: F401  (loaded before timing: its import is a one-off cost)
 
-    workers = FLAGS.workers or base.ConvertOptions().resolved_workers()
-    base_a = baseline(files, image_size=FLAGS.image_size, workers=workers)
-    ours_wall, ours_parent, ours_workers = ours(
-        raw, out, image_size=FLAGS.image_size, workers=workers
-    )
+        workers = FLAGS.workers or base.ConvertOptions().resolved_workers()
+        base_a = baseline(files, image_size=FLAGS.image_size, workers=workers)
+        ours_wall, ours_parent, ours_workers = ours(
+            raw, out, image_size=FLAGS.image_size, workers=workers
+        )
+        base_b = baseline(files, image_size=FLAGS.image_size, workers=workers)
     ours_cpu = ours_parent + ours_workers
-    base_b = baseline(files, image_size=FLAGS.image_size, workers=workers)
     n = len(files)
     base_cpu = (base_a[1] + base_b[1]) / 2
     base_wall = (base_a[0] + base_b[0]) / 2
-    result = {
-        "images": n,
-        "source_size": FLAGS.source_size,
-        "image_size": FLAGS.image_size,
-        "workers": workers,
-        "baseline_images_per_cpu_second": round(n / base_cpu, 1),
-        "ours_images_per_cpu_second": round(n / ours_cpu, 1),
-        "baseline_images_per_second": round(n / base_wall, 1),
-        "ours_images_per_second": round(n / ours_wall, 1),
-        "ours_cores_busy": round(ours_cpu / ours_wall, 2),
-        "baseline_cpu_seconds": round(base_cpu, 2),
-        "ours_parent_cpu_seconds": round(ours_parent, 2),
-        "ours_worker_cpu_seconds": round(ours_workers, 2),
-        "ratio": round(base_cpu / ours_cpu, 3),
-    }
-    if not FLAGS.work_dir:
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result))
+    _common.print_result(
+        {
+            "images": n,
+            "source_size": FLAGS.source_size,
+            "image_size": FLAGS.image_size,
+            "workers": workers,
+            "baseline_images_per_cpu_second": round(n / base_cpu, 1),
+            "ours_images_per_cpu_second": round(n / ours_cpu, 1),
+            "baseline_images_per_second": round(n / base_wall, 1),
+            "ours_images_per_second": round(n / ours_wall, 1),
+            "ours_cores_busy": round(ours_cpu / ours_wall, 2),
+            "baseline_cpu_seconds": round(base_cpu, 2),
+            "ours_parent_cpu_seconds": round(ours_parent, 2),
+            "ours_worker_cpu_seconds": round(ours_workers, 2),
+            "ratio": round(base_cpu / ours_cpu, 3),
+        }
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -17,16 +17,12 @@ ratio_ray_vs_local_parallel = ray / (b).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-import tempfile
-import time
 
-from absl import app, flags
+import _common
+from absl import flags
 
-from transfusion_tf.data import synthetic
 from transfusion_tf.grid import local, ray_backend, runner, spec
 
 FLAGS = flags.FLAGS
@@ -51,10 +47,8 @@ TINY_FLAGS = [
 
 def write_tree(root: str) -> None:
     """The dataset and flags/base/tiny.flags + flags/retina_tiny_random.flags under root."""
-    dataset = os.path.join(root, "dataset")
-    synthetic.write_synthetic_dataset(
-        kind="fundus",
-        output_dir=dataset,
+    dataset = _common.write_fundus(
+        os.path.join(root, "dataset"),
         num_examples=64,
         image_size=32,
         seed=0,
@@ -71,6 +65,7 @@ def write_tree(root: str) -> None:
 
 
 def timed_grid(root: str, runs_dir: str, backend, resources: spec.Resources) -> float:
+    """Wall seconds of the grid's runs into `root/runs_dir` on `backend`; exits if one fails."""
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -82,42 +77,40 @@ def timed_grid(root: str, runs_dir: str, backend, resources: spec.Resources) -> 
         )
     finally:
         os.chdir(cwd)
-    start = time.perf_counter()
-    result = runner.run_grid(grid, backend=backend, cwd=root, report=False, show_progress=False)
-    seconds = time.perf_counter() - start
+    with _common.Clock() as clock:
+        result = runner.run_grid(grid, backend=backend, cwd=root, report=False, show_progress=False)
     if not result.ok:
         sys.exit(f"{runs_dir}: runs failed: {[o.reason for o in result.failed]}")
-    return seconds
+    return clock.wall
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_grid_")
-    write_tree(work)
+def main() -> None:
     n = FLAGS.num_runs
-    local_1 = timed_grid(work, "runs_local1", local.LocalBackend(max_parallel=1), spec.Resources())
-    local_2 = timed_grid(work, "runs_local2", local.LocalBackend(max_parallel=2), spec.Resources())
-    ray = ray_backend.RayBackend(init_kwargs={"num_cpus": FLAGS.ray_cpus})
-    resources = spec.Resources(gpus=FLAGS.gpus_per_run, cpus=FLAGS.cpus_per_run)
-    ray_seconds = timed_grid(work, "runs_ray", ray, resources)
-    result = {
-        "runs": n,
-        "train_steps": FLAGS.train_steps,
-        "cpus": os.cpu_count(),
-        "baseline_local_max_parallel_1_seconds": round(local_1, 1),
-        "local_max_parallel_2_seconds": round(local_2, 1),
-        "ray_seconds_with_startup": round(ray_seconds, 1),
-        "baseline_runs_per_minute": round(60 * n / local_1, 2),
-        "local_max_parallel_2_runs_per_minute": round(60 * n / local_2, 2),
-        "ray_runs_per_minute": round(60 * n / ray_seconds, 2),
-        "ratio_local_parallel": round(local_1 / local_2, 3),
-        "ratio_ray_vs_local_parallel": round(local_2 / ray_seconds, 3),
-        "ratio": round(local_1 / ray_seconds, 3),
-    }
-    if not FLAGS.work_dir:
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result))
+    with _common.scratch(FLAGS.work_dir, prefix="bench_grid_") as work:
+        write_tree(work)
+        no_resources = spec.Resources()
+        local_1 = timed_grid(work, "runs_local1", local.LocalBackend(max_parallel=1), no_resources)
+        local_2 = timed_grid(work, "runs_local2", local.LocalBackend(max_parallel=2), no_resources)
+        ray = ray_backend.RayBackend(init_kwargs={"num_cpus": FLAGS.ray_cpus})
+        resources = spec.Resources(gpus=FLAGS.gpus_per_run, cpus=FLAGS.cpus_per_run)
+        ray_seconds = timed_grid(work, "runs_ray", ray, resources)
+    _common.print_result(
+        {
+            "runs": n,
+            "train_steps": FLAGS.train_steps,
+            "cpus": os.cpu_count(),
+            "baseline_local_max_parallel_1_seconds": round(local_1, 1),
+            "local_max_parallel_2_seconds": round(local_2, 1),
+            "ray_seconds_with_startup": round(ray_seconds, 1),
+            "baseline_runs_per_minute": round(60 * n / local_1, 2),
+            "local_max_parallel_2_runs_per_minute": round(60 * n / local_2, 2),
+            "ray_runs_per_minute": round(60 * n / ray_seconds, 2),
+            "ratio_local_parallel": round(local_1 / local_2, 3),
+            "ratio_ray_vs_local_parallel": round(local_2 / ray_seconds, 3),
+            "ratio": round(local_1 / ray_seconds, 3),
+        }
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -23,18 +23,15 @@ The last line printed is one JSON object with every figure; its "ratio" is ours'
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import statistics
-import tempfile
-import time
 
+import _common
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from transfusion_tf.data import info as info_lib
-from transfusion_tf.data import pipeline, preprocess, schema, synthetic
+from transfusion_tf.data import pipeline, preprocess, schema
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_examples", 192, "Synthetic fundus images to write.")
@@ -75,13 +72,12 @@ def measure(ds: tf.data.Dataset, *, warmup: int, batches: int) -> tuple[float, f
     iterator = iter(ds)
     for _ in range(warmup):
         next(iterator)
-    start, cpu_start = time.perf_counter(), time.process_time()
     count = 0
-    for _ in range(batches):
-        count += int(next(iterator)["labels"].shape[0])
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    with _common.Clock() as clock:
+        for _ in range(batches):
+            count += int(next(iterator)["labels"].shape[0])
     del iterator  # stops its background threads before the next pipeline runs
-    return count / wall, cpu / count * 1e6
+    return count / clock.wall, clock.cpu / count * 1e6
 
 
 def summarize(results: dict[str, list[tuple[float, float]]]) -> dict:
@@ -107,58 +103,62 @@ def summarize(results: dict[str, list[tuple[float, float]]]) -> dict:
     return out
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def ensure_dataset(dataset_dir: str) -> None:
+    """Writes the synthetic fundus training shards unless `dataset_dir` holds a dataset."""
+    if os.path.exists(os.path.join(dataset_dir, info_lib.DATASET_INFO_FILE)):
+        return
+    with _common.Clock() as clock:
+        _common.write_fundus(
+            dataset_dir,
+            num_examples=FLAGS.num_examples,
+            image_size=FLAGS.image_size,
+            valid_fraction=0.0,
+            test_fraction=0.0,
+            num_shards=FLAGS.num_shards,
+            workers=FLAGS.workers,
+        )
+    print(f"wrote {FLAGS.num_examples} images in {clock.wall:.1f}s")
+
+
+def pipelines(dataset_dir: str) -> dict[str, tf.data.Dataset]:
+    """The floor, ours and one host-augmented pipeline per --modes, on the training shards."""
+    info = info_lib.load_dataset_info(dataset_dir)
+    files = info_lib.split_files(dataset_dir, "train")
+    out = {"floor": floor_dataset(files, batch_size=FLAGS.batch_size, num_tasks=len(info["tasks"]))}
+    common = dict(
+        dataset_dir=dataset_dir,
+        split="train",
+        batch_size=FLAGS.batch_size,
+        image_size=FLAGS.image_size,
+        channels=3,
+        training=True,
+        augment="default",
+    )
+    out["ours"] = pipeline.build_dataset(defer_augment=True, **common)
+    for mode in FLAGS.modes:
+        out[f"host_{mode}"] = pipeline.build_dataset(
+            preprocess_mode=mode, defer_augment=False, **common
+        )
+    return out
+
+
+def main() -> None:
     for mode in FLAGS.modes:
         preprocess.check_mode(mode)
-    tmp = None
-    dataset_dir = FLAGS.dataset_dir
-    if dataset_dir is None:
-        tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
-        dataset_dir = tmp
-    try:
-        if not os.path.exists(os.path.join(dataset_dir, info_lib.DATASET_INFO_FILE)):
-            start = time.perf_counter()
-            synthetic.write_synthetic_dataset(
-                kind="fundus",
-                output_dir=dataset_dir,
-                num_examples=FLAGS.num_examples,
-                image_size=FLAGS.image_size,
-                valid_fraction=0.0,
-                test_fraction=0.0,
-                num_shards=FLAGS.num_shards,
-                workers=FLAGS.workers,
-            )
-            print(f"wrote {FLAGS.num_examples} images in {time.perf_counter() - start:.1f}s")
-        info = info_lib.load_dataset_info(dataset_dir)
-        files = info_lib.split_files(dataset_dir, "train")
-        pipelines = {
-            "floor": floor_dataset(files, batch_size=FLAGS.batch_size, num_tasks=len(info["tasks"]))
-        }
-        common = dict(
-            dataset_dir=dataset_dir,
-            split="train",
-            batch_size=FLAGS.batch_size,
-            image_size=FLAGS.image_size,
-            channels=3,
-            training=True,
-            augment="default",
-        )
-        pipelines["ours"] = pipeline.build_dataset(defer_augment=True, **common)
-        for mode in FLAGS.modes:
-            pipelines[f"host_{mode}"] = pipeline.build_dataset(
-                preprocess_mode=mode, defer_augment=False, **common
-            )
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in pipelines}
+    with _common.scratch(FLAGS.dataset_dir, prefix="bench_pipeline_") as dataset_dir:
+        ensure_dataset(dataset_dir)
+        datasets = pipelines(dataset_dir)
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in datasets}
         for i in range(FLAGS.rounds):
             line = []
-            for name, ds in pipelines.items():
+            for name, ds in datasets.items():
                 rate, cpu = measure(ds, warmup=FLAGS.warmup_batches, batches=FLAGS.batches)
                 results[name].append((rate, cpu))
                 line.append(f"{name} {rate:.0f} img/s ({cpu:.0f} us CPU/img)")
             print(f"round {i + 1}: " + ", ".join(line), flush=True)
-        figures = summarize(results)
-        summary = {
+    figures = summarize(results)
+    _common.print_result(
+        {
             "benchmark": "P1 input pipeline",
             "ratio": figures["ours"]["ratio_median"],
             "ratio_cpu": figures["ours"]["ratio_cpu"],
@@ -170,11 +170,8 @@ def main(argv: list[str]) -> None:
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "pipelines": figures,
         }
-        print(json.dumps(summary))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -21,15 +21,14 @@ google/svcca's on SVCCA + PWCCA together.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 import tracemalloc
 
+import _common
 import numpy as np
 import threadpoolctl
-from absl import app, flags
+from absl import flags
 
 from transfusion_tf.analysis import cca
 from transfusion_tf.analysis.streaming import CovarianceAccumulator
@@ -60,15 +59,6 @@ def related_activations(rng, n: int, p: int) -> tuple[np.ndarray, np.ndarray]:
     return x * rng.uniform(0.1, 10.0, p) + 3.0, y
 
 
-def best_time(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def compare_with_svcca(svcca_dir: str, x: np.ndarray, y: np.ndarray, k: int, repeats: int):
     sys.path.insert(0, os.path.abspath(svcca_dir))
     import cca_core  # noqa: PLC0415 (google/svcca, from the given checkout)
@@ -87,7 +77,7 @@ def compare_with_svcca(svcca_dir: str, x: np.ndarray, y: np.ndarray, k: int, rep
     def their_cca():
         return cca_core.get_cca_similarity(x.T, y.T, epsilon=0.0, verbose=False)["cca_coef1"]
 
-    t_their_svcca, their_sv = best_time(their_svcca, repeats)
+    t_their_svcca, their_sv = _common.best_time(their_svcca, repeats)
 
     # Ours uncached (the decomposition caches serve permutation nulls, not repeated calls), and
     # PWCCA weighted by x as google/svcca does when both sides have as many neurons.
@@ -98,11 +88,15 @@ def compare_with_svcca(svcca_dir: str, x: np.ndarray, y: np.ndarray, k: int, rep
 
         return call
 
-    t_our_svcca, our_sv = best_time(fresh(lambda: cca.svcca(x, y, dims=k)), repeats)
-    t_their_pw, their_pw = best_time(lambda: svcca_pwcca.compute_pwcca(x.T, y.T)[0], repeats)
-    t_our_pw, our_pw = best_time(fresh(lambda: cca.pwcca(x, y, weighting="x").value), repeats)
-    t_their_cca, their_rho = best_time(their_cca, repeats)
-    t_our_cca, our_rho = best_time(fresh(lambda: cca.cca(x, y)), repeats)
+    t_our_svcca, our_sv = _common.best_time(fresh(lambda: cca.svcca(x, y, dims=k)), repeats)
+    t_their_pw, their_pw = _common.best_time(
+        lambda: svcca_pwcca.compute_pwcca(x.T, y.T)[0], repeats
+    )
+    t_our_pw, our_pw = _common.best_time(
+        fresh(lambda: cca.pwcca(x, y, weighting="x").value), repeats
+    )
+    t_their_cca, their_rho = _common.best_time(their_cca, repeats)
+    t_our_cca, our_rho = _common.best_time(fresh(lambda: cca.cca(x, y)), repeats)
 
     xc = x - x.mean(0)
     eigvals, eigvecs = np.linalg.eigh(xc.T @ xc / (len(x) - 1))
@@ -139,17 +133,17 @@ def stream(rows: int, features: int, batch: int, seed: int) -> dict:
     mix_y = rng.standard_normal((64, features)).astype(np.float32)
     acc = CovarianceAccumulator(features, features)
     tracemalloc.start()
-    start = time.perf_counter()
     done = 0
-    while done < rows:
-        b = min(batch, rows - done)
-        latent = rng.standard_normal((b, 64), dtype=np.float32)
-        x = latent @ mix_x + rng.standard_normal((b, features), dtype=np.float32)
-        y = latent @ mix_y + rng.standard_normal((b, features), dtype=np.float32)
-        acc.update(x, y)
-        done += b
-    result = acc.cca()
-    seconds = time.perf_counter() - start
+    with _common.Clock() as clock:
+        while done < rows:
+            b = min(batch, rows - done)
+            latent = rng.standard_normal((b, 64), dtype=np.float32)
+            x = latent @ mix_x + rng.standard_normal((b, features), dtype=np.float32)
+            y = latent @ mix_y + rng.standard_normal((b, features), dtype=np.float32)
+            acc.update(x, y)
+            done += b
+        result = acc.cca()
+    seconds = clock.wall
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
@@ -163,8 +157,7 @@ def stream(rows: int, features: int, batch: int, seed: int) -> dict:
     }
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def main() -> None:
     rng = np.random.default_rng(FLAGS.seed)
     x, y = related_activations(rng, FLAGS.examples, FLAGS.features)
     figures: dict = {
@@ -202,8 +195,8 @@ def main(argv: list[str]) -> None:
         f"streaming CCA: {figures['stream_rows']} rows x {2 * FLAGS.stream_features} features in "
         f"{figures['stream_seconds']:.1f}s, peak traced memory {figures['stream_peak_mb']:.1f} MB"
     )
-    print(json.dumps(figures, sort_keys=True))
+    _common.print_result(figures, sort_keys=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -17,13 +17,11 @@ The last line printed is one JSON object with both rates and `ratio` = A / B (ta
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 
-from absl import app, flags, logging
+import _common
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "cbr_tiny", "Registered model name.")
@@ -131,32 +129,23 @@ def bench_fit(num_tasks: int, steps: int) -> float:
     return clock.images_per_second(FLAGS.batch_size, FLAGS.warmup_steps)
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def main() -> None:
     import tensorflow as tf
 
     from transfusion_tf.data import info as info_lib
-    from transfusion_tf.data import synthetic
 
-    scratch = tempfile.mkdtemp(prefix="bench_train_")
-    try:
-        dataset_dir = FLAGS.dataset_dir
-        if dataset_dir is None:
-            dataset_dir = os.path.join(scratch, "fundus")
-            synthetic.write_synthetic_dataset(
-                kind="fundus",
-                output_dir=dataset_dir,
-                num_examples=FLAGS.num_examples,
-                image_size=FLAGS.image_size,
-                workers=os.cpu_count() or 1,
-            )
+    with _common.scratch(None, prefix="bench_train_") as scratch:
+        dataset_dir = FLAGS.dataset_dir or _common.write_fundus(
+            os.path.join(scratch, "fundus"),
+            num_examples=FLAGS.num_examples,
+            image_size=FLAGS.image_size,
+            workers=os.cpu_count() or 1,
+        )
         num_tasks = len(info_lib.load_dataset_info(dataset_dir)["tasks"])
         fit_before = bench_fit(num_tasks, FLAGS.train_steps // 2)
         results = bench_trainer(dataset_dir, os.path.join(scratch, "run"))
         fit_after = bench_fit(num_tasks, FLAGS.train_steps // 2)
         fit_rate = (fit_before + fit_after) / 2
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     trainer_rate = results["examples_per_second"]
     summary = {
         "model": FLAGS.model,
@@ -171,8 +160,8 @@ def main(argv: list[str]) -> None:
         "ratio": round(trainer_rate / fit_rate, 3),
     }
     logging.info("P2: %s", summary)
-    print(json.dumps(summary))
+    _common.print_result(summary)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -13,10 +13,24 @@ import pytest
 from transfusion_tf import config
 from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import analyses, cca, cka
+from transfusion_tf.analysis import runs as analysis_runs
 from transfusion_tf.analysis.measures import MeasureOptions
 
 IMAGE_SIZE = 32
 WIDTHS = (8, 8, 16)
+
+
+def tensorboard_summaries(output_dir):
+    """{tag: plugin name} of the summaries under `<output_dir>/tensorboard`."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    events = event_accumulator.EventAccumulator(
+        os.path.join(output_dir, "tensorboard"), size_guidance={"tensors": 0}
+    )
+    events.Reload()
+    return {
+        tag: events.SummaryMetadata(tag).plugin_data.plugin_name for tag in events.Tags()["tensors"]
+    }
 
 
 def make_workdir(root, name, *, init="random", seed=0, noise=0.05):
@@ -196,7 +210,11 @@ def test_weight_change_known_answer(workdirs, tmp_path):
     assert set(payload["runs"][0]["units"]) == {"conv1", "conv2", "conv3", "head"}
     for name in ("weight_change.json", "weight_change.csv", "weight_change.png"):
         assert (tmp_path / name).is_file()
-    assert any((tmp_path / "tensorboard").iterdir())
+    # TensorBoard holds the figure and the table, no per-layer scalar curves.
+    assert tensorboard_summaries(tmp_path) == {
+        "weight_change/weight_change": "images",
+        "weight_change/units": "text",
+    }
 
 
 def test_filter_grids_of_unchanged_kernel(workdirs, tmp_path):
@@ -209,13 +227,18 @@ def test_filter_grids_of_unchanged_kernel(workdirs, tmp_path):
     assert (tmp_path / "filters_a.png").is_file() and (tmp_path / "filters_t.png").is_file()
     rows = (tmp_path / "filters.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 8
+    assert tensorboard_summaries(tmp_path) == {
+        "filters/filters_a": "images",
+        "filters/filters_t": "images",
+        "filters/runs": "text",
+    }
 
 
 def test_init_vs_final_and_compare_on_images(workdirs, tmp_path, monkeypatch):
     """The two activation analyses with images fed directly (the dataset path is in the CLI
     tests): self-pairs, the Fig. 4 pairs and Fig. 2 grouping."""
-    monkeypatch.setattr(analyses, "_images", lambda dataset_dir, run, spec: iter(images()))
-    monkeypatch.setattr(analyses, "_dataset_dir", lambda dataset_dir, run: "unused")
+    monkeypatch.setattr(analysis_runs, "images", lambda path, run, spec: iter(images()))
+    monkeypatch.setattr(analysis_runs, "dataset_dir", lambda path, run: "unused")
     spec = act.ActivationSpec(max_positions=16)
     options = MeasureOptions(svcca_dims=4)
     ivf = analyses.init_vs_final(
@@ -245,3 +268,14 @@ def test_init_vs_final_and_compare_on_images(workdirs, tmp_path, monkeypatch):
     assert pair["top_two"]["pwcca"] == pytest.approx(expected)
     for name in ("compare.json", "compare.csv", "compare_units.png", "compare_fig2.png"):
         assert (tmp_path / "cmp" / name).is_file()
+    # The results as their figures and a table, not per-pair scalar curves over unit indices.
+    assert tensorboard_summaries(tmp_path / "ivf") == {
+        "init_vs_final/init_vs_final_units": "images",
+        "init_vs_final/init_vs_final_scatter": "images",
+        "init_vs_final/runs": "text",
+    }
+    assert tensorboard_summaries(tmp_path / "cmp") == {
+        "compare/compare_units": "images",
+        "compare/compare_fig2": "images",
+        "compare/pairs": "text",
+    }

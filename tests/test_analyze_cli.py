@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import test_train_helpers as helpers
+from test_activations import tensorboard_summaries
 
 from transfusion_tf.analysis import cca, cka
 
@@ -132,10 +133,6 @@ def _payload(batch, name, filename, directory=None):
     return json.loads((batch["out"] / (directory or name) / filename).read_text())
 
 
-def _has_events(directory):
-    return any(p.name.startswith("events.out.tfevents") for p in directory.rglob("*"))
-
-
 @pytest.mark.slow
 def test_compare_groups_pairs_by_init(batch):
     payload = _payload(batch, "compare", "compare.json")
@@ -172,7 +169,11 @@ def test_compare_groups_pairs_by_init(batch):
     for column in ("cca_mean", "cca_mean_null_mean", "cca_mean_null_sd", "cca_mean_above_chance"):
         assert column in header
     assert "null_permutations" in header and "datapoints_per_feature" in header
-    assert _has_events(out / "tensorboard")
+    assert tensorboard_summaries(out) == {
+        "compare/compare_units": "images",
+        "compare/compare_fig2": "images",
+        "compare/pairs": "text",
+    }
     assert "random_vs_transfer" in batch["compare"]["stdout"]
 
 
@@ -221,7 +222,11 @@ def test_init_vs_final_per_unit_and_scatter(batch):
     out = batch["out"] / "ivf"
     for name in ("init_vs_final.csv", "init_vs_final_units.png", "init_vs_final_scatter.png"):
         assert (out / name).is_file()
-    assert _has_events(out / "tensorboard")
+    assert tensorboard_summaries(out) == {
+        "init_vs_final/init_vs_final_units": "images",
+        "init_vs_final/init_vs_final_scatter": "images",
+        "init_vs_final/runs": "text",
+    }
 
 
 def _h5_kernel(path, conv_index):
@@ -247,7 +252,11 @@ def test_filters_match_the_weights_files(batch):
     assert run["relative_change"] == pytest.approx(expected, rel=1e-5)
     out = batch["out"] / "filters"
     assert (out / "filters_r0.png").is_file() and (out / "filters_t0.png").is_file()
-    assert _has_events(out / "tensorboard")
+    assert tensorboard_summaries(out) == {
+        "filters/filters_r0": "images",
+        "filters/filters_t0": "images",
+        "filters/runs": "text",
+    }
 
 
 @pytest.mark.slow
@@ -265,6 +274,10 @@ def test_weight_change_matches_the_weights_files(batch):
     assert set(run["units"]) == {"conv1", "conv2", "conv3", "head"}
     assert all(v is not None and v > 0 for v in run["units"].values())
     assert (batch["out"] / "wc" / "weight_change.png").is_file()
+    assert tensorboard_summaries(batch["out"] / "wc") == {
+        "weight_change/weight_change": "images",
+        "weight_change/units": "text",
+    }
 
 
 def test_arrays_mode_reports_every_measure(batch):
@@ -287,7 +300,7 @@ def test_arrays_mode_reports_every_measure(batch):
     assert "above chance" in batch["arrays"]["stdout"]
     out = batch["out"] / "arrays"
     assert (out / "similarity.csv").is_file() and (out / "similarity.png").is_file()
-    assert _has_events(out / "tensorboard")
+    assert tensorboard_summaries(out) == {"arrays/similarity": "images", "arrays/measures": "text"}
 
 
 @pytest.mark.parametrize(

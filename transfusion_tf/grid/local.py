@@ -109,100 +109,130 @@ class LocalBackend:
         pool = DevicePool(self.gpu_ids)
         for run in runs:
             pool.check(run.resources.gpus)
-        names = {r.name for r in runs}
-        pending = list(runs)
-        outcomes: dict[str, runner.Outcome] = {}
-        attempts: dict[str, int] = {}
-        running: dict[concurrent.futures.Future, tuple] = {}
-
-        def ready(run: spec.Run) -> bool:
-            return all(
-                d not in names or (d in outcomes and outcomes[d].status == runner.DONE)
-                for d in run.depends_on
-            )
-
-        def finish(outcome: runner.Outcome) -> None:
-            outcomes[outcome.name] = outcome
-            progress.finished(outcome)
-
+        schedule = _Schedule(
+            runs, pool=pool, command=command, cwd=cwd, progress=progress, retries=self.retries
+        )
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.max_parallel) as waiters:
             try:
-                while pending or running:
-                    for run in list(pending):
-                        if len(running) >= self.max_parallel:
-                            break
-                        source = runner.failed_dependency(run, outcomes)
-                        if source is not None:
-                            pending.remove(run)
-                            finish(
-                                runner.Outcome(
-                                    name=run.name,
-                                    status=runner.FAILED,
-                                    reason=f"not started: its source run {source} failed",
-                                )
-                            )
-                            continue
-                        if not ready(run):
-                            continue
-                        devices = pool.take(run.resources.gpus)
-                        if devices is None:
-                            continue
-                        env = {}
-                        if run.resources.gpus > 0:
-                            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-                        proc = execute.start_run(run, command=command, cwd=cwd, env=env)
-                        attempts[run.name] = attempts.get(run.name, 0) + 1
-                        pending.remove(run)
-                        future = waiters.submit(proc.wait)
-                        running[future] = (run, proc, devices, time.perf_counter())
-                        detail = f"GPUs {','.join(devices)}" if devices else ""
-                        progress.started(run.name, detail)
-                    if not running:
-                        if pending:  # cannot happen: sources come first, GPUs were checked
-                            raise spec.GridError(f"cannot start {[r.name for r in pending]}")
+                while schedule.pending or schedule.running:
+                    schedule.start_ready(waiters, max_parallel=self.max_parallel)
+                    if not schedule.running:
+                        if schedule.pending:  # cannot happen: sources come first, GPUs checked
+                            names = [r.name for r in schedule.pending]
+                            raise spec.GridError(f"cannot start {names}")
                         continue
-                    done, _ = concurrent.futures.wait(
-                        running,
-                        timeout=self.poll_seconds,
-                        return_when=concurrent.futures.FIRST_COMPLETED,
-                    )
-                    for future in done:
-                        run, _, devices, start = running.pop(future)
-                        pool.give(devices, run.resources.gpus)
-                        rc = future.result()
-                        seconds = time.perf_counter() - start
-                        if rc == 0:
-                            finish(
-                                runner.Outcome(
-                                    name=run.name,
-                                    status=runner.DONE,
-                                    exit_code=0,
-                                    seconds=seconds,
-                                    attempts=attempts[run.name],
-                                )
-                            )
-                        elif attempts[run.name] <= self.retries:
-                            pending.insert(0, run)
-                            progress.requeued(
-                                run.name,
-                                f"exit {rc}, attempt {attempts[run.name] + 1} of "
-                                f"{self.retries + 1}",
-                            )
-                        else:
-                            finish(
-                                runner.Outcome(
-                                    name=run.name,
-                                    status=runner.FAILED,
-                                    exit_code=rc,
-                                    reason=f"exit {rc}, log {run.log_path}",
-                                    seconds=seconds,
-                                    attempts=attempts[run.name],
-                                )
-                            )
+                    schedule.collect(timeout=self.poll_seconds)
             except BaseException:
-                _stop([proc for _, proc, _, _ in running.values()])
+                _stop([proc for _, proc, _, _ in schedule.running.values()])
                 raise
-        return outcomes
+        return schedule.outcomes
+
+
+class _Schedule:
+    """The state of one local grid: runs pending, running (by their waiting future), ended."""
+
+    def __init__(
+        self,
+        runs: Sequence[spec.Run],
+        *,
+        pool: DevicePool,
+        command: Sequence[str],
+        cwd: str,
+        progress: runner.Progress,
+        retries: int,
+    ) -> None:
+        self.names = {r.name for r in runs}
+        self.pending = list(runs)
+        self.outcomes: dict[str, runner.Outcome] = {}
+        self.attempts: dict[str, int] = {}
+        self.running: dict[concurrent.futures.Future, tuple] = {}
+        self._pool = pool
+        self._command = command
+        self._cwd = cwd
+        self._progress = progress
+        self._retries = retries
+
+    def _ready(self, run: spec.Run) -> bool:
+        return all(
+            d not in self.names or (d in self.outcomes and self.outcomes[d].status == runner.DONE)
+            for d in run.depends_on
+        )
+
+    def _finish(self, outcome: runner.Outcome) -> None:
+        self.outcomes[outcome.name] = outcome
+        self._progress.finished(outcome)
+
+    def start_ready(
+        self, waiters: concurrent.futures.ThreadPoolExecutor, *, max_parallel: int
+    ) -> None:
+        """Starts every pending run whose sources are done and whose GPUs are free, up to
+        `max_parallel` running; a run whose source failed ends as failed, not started."""
+        for run in list(self.pending):
+            if len(self.running) >= max_parallel:
+                break
+            source = runner.failed_dependency(run, self.outcomes)
+            if source is not None:
+                self.pending.remove(run)
+                self._finish(
+                    runner.Outcome(
+                        name=run.name,
+                        status=runner.FAILED,
+                        reason=f"not started: its source run {source} failed",
+                    )
+                )
+                continue
+            if not self._ready(run):
+                continue
+            devices = self._pool.take(run.resources.gpus)
+            if devices is None:
+                continue
+            env = {"CUDA_VISIBLE_DEVICES": ",".join(devices)} if run.resources.gpus > 0 else {}
+            proc = execute.start_run(run, command=self._command, cwd=self._cwd, env=env)
+            self.attempts[run.name] = self.attempts.get(run.name, 0) + 1
+            self.pending.remove(run)
+            future = waiters.submit(proc.wait)
+            self.running[future] = (run, proc, devices, time.perf_counter())
+            self._progress.started(run.name, f"GPUs {','.join(devices)}" if devices else "")
+
+    def collect(self, *, timeout: float) -> None:
+        """Waits up to `timeout` seconds for runs to exit; each ends done, is queued again
+        (retries left) or ends failed."""
+        done, _ = concurrent.futures.wait(
+            self.running, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in done:
+            run, _, devices, start = self.running.pop(future)
+            self._pool.give(devices, run.resources.gpus)
+            self._exited(run, future.result(), time.perf_counter() - start)
+
+    def _exited(self, run: spec.Run, rc: int, seconds: float) -> None:
+        attempts = self.attempts[run.name]
+        if rc == 0:
+            self._finish(
+                runner.Outcome(
+                    name=run.name,
+                    status=runner.DONE,
+                    exit_code=0,
+                    seconds=seconds,
+                    attempts=attempts,
+                )
+            )
+        elif attempts <= self._retries:
+            self.pending.insert(0, run)
+            self._progress.requeued(
+                run.name, f"exit {rc}, attempt {attempts + 1} of {self._retries + 1}"
+            )
+        else:
+            self._finish(
+                runner.Outcome(
+                    name=run.name,
+                    status=runner.FAILED,
+                    exit_code=rc,
+                    reason=f"exit {rc}, log {run.log_path}",
+                    seconds=seconds,
+                    attempts=attempts,
+                )
+            )
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:

@@ -2,7 +2,8 @@
 
 Curves show the validation mean AUC from `eval_history.jsonl` against the training step, one
 line per init (mean over seeds) with a band of ± one sample sd, as the paper's Fig. 6 and its
-weight-transfusion plots do. Figures use matplotlib's Agg backend and are written as PNG.
+weight-transfusion plots do. Figures are drawn through matplotlib's object API on an Agg
+canvas (no pyplot state, no backend switch) and written as PNG.
 """
 
 from __future__ import annotations
@@ -11,18 +12,30 @@ import os
 import re
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from transfusion_tf.report import tables  # noqa: E402
+from transfusion_tf.report import tables
 
 
 def slug(text: str) -> str:
     """A file-name-safe version of a label."""
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "x"
+
+
+def _figure(figsize: tuple[float, float]):
+    """A Figure on its own Agg canvas and its one Axes."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, path: str) -> str:
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def mean_curve(runs: Sequence[tables.RunRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +71,7 @@ def convergence_figure(
 
     Returns None (and writes nothing) when no run of that pair has an evaluation history.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _figure((6.4, 4.2))
     plotted = False
     for (ds, mdl, init), runs in groups.items():
         if (ds, mdl) != (dataset, model):
@@ -70,7 +83,6 @@ def convergence_figure(
         ax.fill_between(steps, means - sds, means + sds, color=line.get_color(), alpha=0.2)
         plotted = True
     if not plotted:
-        plt.close(fig)
         return None
     for t in thresholds:
         ax.axhline(t, color="grey", linestyle="--", linewidth=0.8)
@@ -79,11 +91,7 @@ def convergence_figure(
     ax.set_title(f"{model} on {dataset}: mean ± sd over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def steps_figure(
@@ -101,7 +109,7 @@ def steps_figure(
     rows = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(rows) + 1.6))
+    fig, ax = _figure((6.4, 0.5 * len(rows) + 1.6))
     labels, values, hatches = [], [], []
     for row in rows:
         censored = row[f"censored@{threshold}"]
@@ -119,8 +127,4 @@ def steps_figure(
     ax.invert_yaxis()
     ax.set_xlabel(f"median steps to validation AUC {threshold} (hatched: censored, a lower bound)")
     ax.set_title(f"{model} on {dataset}")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -135,6 +135,72 @@ def build_report(
         raise tables.ReportError("--baseline_init must name an init, e.g. random")
     if bootstrap_samples < 1:
         raise tables.ReportError(f"--bootstrap_samples must be >= 1; got {bootstrap_samples}")
+    data = _collect(
+        workdirs,
+        baseline_init=baseline_init,
+        require_baseline=require_baseline,
+        bootstrap_samples=bootstrap_samples,
+        bootstrap_seed=bootstrap_seed,
+    )
+    csvs = _write_tables(output_dir, data)
+    md = [f"# {title}", ""] + ([intro, ""] if intro else [])
+    md += _results_markdown(
+        data,
+        baseline_init=baseline_init,
+        bootstrap_samples=bootstrap_samples,
+        findings_section=findings_section,
+    )
+    for heading, body in extra_sections:
+        md += [f"## {heading}", "", body, ""]
+    written, fig_lines = _convergence_figures(data, output_dir)
+    if fig_lines:
+        md += ["## Convergence", ""] + [f"{line}\n" for line in fig_lines]
+    if analysis_dirs:
+        section, copied = _analysis_section(analysis_dirs, output_dir)
+        written += copied
+        md += ["## Representational analyses", "", section]
+    md += _runs_markdown(data.runs, data.skipped)
+    md_path = os.path.join(output_dir, "report.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(md) + "\n")
+    logging.info("Wrote %s (%d runs, %d figures)", md_path, len(data.runs), len(written))
+    return Report(
+        markdown_path=md_path,
+        auc_csv=csvs[0],
+        steps_csv=csvs[1],
+        comparisons_csv=csvs[2],
+        figures=tuple(written),
+        findings=tuple(data.findings),
+        auc_rows=tuple(data.auc),
+        steps_rows=tuple(data.steps),
+        comparison_rows=tuple(data.comparisons),
+        skipped=tuple(data.skipped),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tables:
+    """The runs a report covers and the rows of its tables."""
+
+    runs: list[tables.RunRecord]
+    skipped: list[str]
+    groups: dict[tuple[str, str, str], list[tables.RunRecord]]
+    auc: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    thresholds: list[str]
+    comparisons: list[dict[str, Any]]
+    findings: list[str]
+
+
+def _collect(
+    workdirs: Sequence[str],
+    *,
+    baseline_init: str,
+    require_baseline: bool,
+    bootstrap_samples: int,
+    bootstrap_seed: int,
+) -> _Tables:
+    """Finds the runs, groups them (dataset x model x init) and computes every table."""
     runs, skipped = tables.find_runs(workdirs)
     groups = tables.group_runs(runs)
     inits = baseline_inits(groups)
@@ -143,26 +209,40 @@ def build_report(
             f"--baseline_init={baseline_init!r} matches no run; the inits found are: "
             + ", ".join(inits)
         )
-    auc = tables.auc_rows(groups)
-    steps = tables.steps_rows(groups)
-    thresholds = tables.thresholds_of(runs)
     comparisons = compare.comparison_rows(
         groups, baseline=baseline_init, num_resamples=bootstrap_samples, seed=bootstrap_seed
     )
+    return _Tables(
+        runs=runs,
+        skipped=skipped,
+        groups=groups,
+        auc=tables.auc_rows(groups),
+        steps=tables.steps_rows(groups),
+        thresholds=tables.thresholds_of(runs),
+        comparisons=comparisons,
+        findings=compare.findings(groups, comparisons, baseline=baseline_init),
+    )
+
+
+def _write_tables(output_dir: str, data: _Tables) -> tuple[str, str, str]:
+    """Writes auc.csv, steps.csv and comparisons.csv (and creates figures/); returns the paths."""
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
     auc_csv = os.path.join(output_dir, "auc.csv")
     steps_csv = os.path.join(output_dir, "steps.csv")
     comparisons_csv = os.path.join(output_dir, "comparisons.csv")
-    tables.write_csv(auc_csv, auc)
-    tables.write_csv(steps_csv, steps)
-    compare.write_comparisons_csv(comparisons_csv, comparisons)
+    tables.write_csv(auc_csv, data.auc)
+    tables.write_csv(steps_csv, data.steps)
+    compare.write_comparisons_csv(comparisons_csv, data.comparisons)
+    return auc_csv, steps_csv, comparisons_csv
 
-    found = compare.findings(groups, comparisons, baseline=baseline_init)
-    md = [f"# {title}", ""]
-    if intro:
-        md += [intro, ""]
-    md += [
-        f"{len(runs)} runs in {len(groups)} groups (dataset × model × init); "
+
+def _results_markdown(
+    data: _Tables, *, baseline_init: str, bootstrap_samples: int, findings_section: bool
+) -> list[str]:
+    """The report's lines from the run count to the steps table (findings, comparisons, AUC)."""
+    runs = data.runs
+    md = [
+        f"{len(runs)} runs in {len(data.groups)} groups (dataset × model × init); "
         "AUC in percent on the validation split, mean ± sample sd over seeds.",
         "",
     ]
@@ -176,49 +256,53 @@ def build_report(
             "",
         ]
     if findings_section:
-        md += ["## Findings", ""] + [f"- {f}" for f in found] + [""]
-    if comparisons:
+        md += ["## Findings", ""] + [f"- {f}" for f in data.findings] + [""]
+    if data.comparisons:
         md += [
             f"## Comparisons with `{baseline_init}`",
             "",
             COMPARISON_NOTE.format(baseline=baseline_init, resamples=bootstrap_samples),
             "",
-            compare.comparisons_markdown(comparisons),
+            compare.comparisons_markdown(data.comparisons),
             "",
         ]
-    md += ["## Final AUC", "", tables.auc_markdown(auc), ""]
-    if thresholds:
+    md += ["## Final AUC", "", tables.auc_markdown(data.auc), ""]
+    if data.thresholds:
         md += [
             "## Steps to AUC threshold",
             "",
             STEPS_NOTE,
             "",
-            tables.steps_markdown(steps, thresholds),
+            tables.steps_markdown(data.steps, data.thresholds),
             "",
         ]
-    for heading, body in extra_sections:
-        md += [f"## {heading}", "", body, ""]
+    return md
 
+
+def _convergence_figures(data: _Tables, output_dir: str) -> tuple[list[str], list[str]]:
+    """Per (dataset, model): the convergence curves and one steps figure per threshold.
+
+    Returns the PNG paths written and their Markdown image lines.
+    """
     written: list[str] = []
-    pairs = list(dict.fromkeys((r["dataset"], r["model"]) for r in auc))
     fig_lines: list[str] = []
-    for dataset, model in pairs:
+    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in data.auc):
         stem = figures.slug(f"{dataset}_{model}")
         path = figures.convergence_figure(
-            groups,
+            data.groups,
             dataset=dataset,
             model=model,
             path=os.path.join(output_dir, "figures", f"convergence_{stem}.png"),
-            thresholds=[float(t) for t in thresholds],
+            thresholds=[float(t) for t in data.thresholds],
         )
         if path:
             written.append(path)
             fig_lines.append(
                 f"![convergence {model} on {dataset}](figures/{os.path.basename(path)})"
             )
-        for t in thresholds:
+        for t in data.thresholds:
             path = figures.steps_figure(
-                steps,
+                data.steps,
                 dataset=dataset,
                 model=model,
                 threshold=t,
@@ -229,13 +313,12 @@ def build_report(
                 fig_lines.append(
                     f"![steps to {t}, {model} on {dataset}](figures/{os.path.basename(path)})"
                 )
-    if fig_lines:
-        md += ["## Convergence", ""] + [f"{line}\n" for line in fig_lines]
-    if analysis_dirs:
-        section, copied = _analysis_section(analysis_dirs, output_dir)
-        written += copied
-        md += ["## Representational analyses", "", section]
-    md += ["## Runs", ""]
+    return written, fig_lines
+
+
+def _runs_markdown(runs: Sequence[tables.RunRecord], skipped: Sequence[str]) -> list[str]:
+    """The closing list of runs (with their warnings) and of the paths skipped."""
+    md = ["## Runs", ""]
     md += [
         f"- `{r.workdir}`: {r.dataset} / {r.model} / {r.init}, seed {r.seed}"
         + "".join(f" — **warning**: {w['message']}" for w in r.results.get("warnings") or ())
@@ -243,19 +326,4 @@ def build_report(
     ]
     if skipped:
         md += ["", "Skipped:", ""] + [f"- {s}" for s in skipped]
-    md_path = os.path.join(output_dir, "report.md")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write("\n".join(md) + "\n")
-    logging.info("Wrote %s (%d runs, %d figures)", md_path, len(runs), len(written))
-    return Report(
-        markdown_path=md_path,
-        auc_csv=auc_csv,
-        steps_csv=steps_csv,
-        comparisons_csv=comparisons_csv,
-        figures=tuple(written),
-        findings=tuple(found),
-        auc_rows=tuple(auc),
-        steps_rows=tuple(steps),
-        comparison_rows=tuple(comparisons),
-        skipped=tuple(skipped),
-    )
+    return md

@@ -1,0 +1,1 @@
+"""The `transfusion-analyze` modes, one module each; all write through `analysis.output`."""
