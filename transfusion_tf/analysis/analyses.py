@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import cca as cca_lib
 from transfusion_tf.analysis import figures
@@ -154,7 +155,7 @@ def _check_workdirs(workdirs: Sequence[str], *, minimum: int, mode: str) -> list
     if len(workdirs) < minimum:
         raise ValueError(f"{mode} needs at least {minimum} workdir(s), got {len(workdirs)}")
     for w in workdirs:
-        act.read_run_config(w)  # a clear error for a non-workdir before any model is built
+        workdir_lib.read_config(w)  # a clear error for a non-workdir before any model is built
     return workdirs
 
 
@@ -735,17 +736,11 @@ def _init_and_final_weights(workdir: str):
     """
     from transfusion_tf.models import registry as model_registry
 
-    cfg = act.read_run_config(workdir)
-    init_path = act.weights_file(workdir, "init")
-    final_path = act.weights_file(workdir, "final")
-    model = act.build_run_model(cfg)
-    values = {}
-    for which, path in (("init", init_path), ("final", final_path)):
-        try:
-            model.load_weights(path)
-        except (ValueError, OSError) as err:
-            raise act.WorkdirError(f"{path}: cannot load into {cfg.model.name} ({err})") from err
-        values[which] = {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}
+    workdir_lib.existing_weights(workdir, "final")  # both files checked before a model is built
+    cfg, model = workdir_lib.load_model(workdir, weights="init")
+    values = {"init": {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}}
+    workdir_lib.load_weights(model, workdir, weights="final")
+    values["final"] = {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}
     variables = []
     for layer in model.layers:
         for v in layer.weights:
