@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfusion_tf import tiling
 from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import cca as cca_lib
@@ -847,7 +848,6 @@ def filter_grids(
     Writes filters.json, filters.csv (one row per filter: relative change, cosine similarity of
     init and final), filters_<run>.png, TensorBoard images `filters/<run>/{init,final}`.
     """
-    from transfusion_tf.training import summaries as summaries_lib
 
     workdirs = _check_workdirs(workdirs, minimum=1, mode="filters")
     labels = _labels(workdirs)
@@ -895,7 +895,7 @@ def filter_grids(
         for which, kernel in (("init", w0), ("final", w1)):
             summaries.image(
                 f"filters/{label}/{which}",
-                summaries_lib.filter_grid(kernel, max_filters=max_filters),
+                tiling.filter_grid(kernel, max_filters=max_filters),
             )
         records.append(
             {
