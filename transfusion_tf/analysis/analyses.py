@@ -737,7 +737,8 @@ def _init_and_final_weights(workdir: str):
     """
     from transfusion_tf.models import registry as model_registry
 
-    workdir_lib.existing_weights(workdir, "final")  # both files checked before a model is built
+    for which in ("init", "final"):  # both files checked before a model is built
+        workdir_lib.existing_weights(workdir, which)
     cfg, model = workdir_lib.load_model(workdir, weights="init")
     values = {"init": {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}}
     workdir_lib.load_weights(model, workdir, weights="final")
