@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from transfusion_tf import config
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import analyses, cca, cka
 from transfusion_tf.analysis import runs as analysis_runs
@@ -87,18 +88,18 @@ def test_activation_spec_checks():
 
 
 def test_workdir_errors(tmp_path, workdirs):
-    with pytest.raises(act.WorkdirError, match=r"config\.json not found"):
-        act.read_run_config(str(tmp_path))
+    with pytest.raises(workdir_lib.WorkdirError, match=r"config\.json not found"):
+        act.load_run(str(tmp_path))
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(act.WorkdirError, match="not a valid run config"):
-        act.read_run_config(str(tmp_path))
+    with pytest.raises(workdir_lib.WorkdirError, match="not a valid run config"):
+        act.load_run(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model": {"depth": 3}}))
-    with pytest.raises(act.WorkdirError, match="not a valid run config"):
-        act.read_run_config(str(tmp_path))
-    with pytest.raises(act.WorkdirError, match="has no best weights"):
-        act.weights_file(workdirs["a"], "best")
+    with pytest.raises(workdir_lib.WorkdirError, match="not a valid run config"):
+        act.load_run(str(tmp_path))
+    with pytest.raises(workdir_lib.WorkdirError, match="has no best weights"):
+        act.load_run(workdirs["a"], which="best")
     with pytest.raises(ValueError, match="weights='last'"):
-        act.weights_file(workdirs["a"], "last")
+        act.load_run(workdirs["a"], which="last")
 
 
 def test_weights_of_another_model_are_a_clear_error(tmp_path, workdirs):
@@ -109,7 +110,7 @@ def test_weights_of_another_model_are_a_clear_error(tmp_path, workdirs):
     cfg = config.RunConfig.from_json((other / "config.json").read_text())
     wider = cfg.replace(model=cfg.model.replace(widths=(8, 8, 32)))
     (other / "config.json").write_text(wider.to_json())
-    with pytest.raises(act.WorkdirError, match="cannot load into cbr_tiny"):
+    with pytest.raises(workdir_lib.WorkdirError, match="cannot load into cbr_tiny"):
         act.load_run(str(other), which="final")
 
 

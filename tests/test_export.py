@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 import test_train_helpers as helpers
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.data import encode, preprocess
 from transfusion_tf.export import saved_model
+from transfusion_tf.training import exported as exported_lib
 from transfusion_tf.training import trainer
 
 # Loads the SavedModel in a fresh process, runs serving_default on the given encoded images,
@@ -54,7 +56,7 @@ def exported(tmp_path_factory):
 
 
 def _keras_probabilities(workdir, blobs):
-    cfg, model = trainer.load_run_model(workdir)
+    cfg, model = workdir_lib.load_model(workdir)
     images = tf.stack(
         [
             preprocess.decode_and_preprocess(
@@ -101,8 +103,8 @@ def test_image_signature_and_assets(exported):
     got = loaded.signatures["serving_images"](images=tf.constant(images))["probabilities"]
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
     assets = os.path.join(path, "assets")
-    assert saved_model.load_tasks(path) == ["referable_dr"]
-    prep = saved_model.load_preprocessing(path)
+    assert exported_lib.load_tasks(path) == ["referable_dr"]
+    prep = exported_lib.load_preprocessing(path)
     assert prep["image_size"] == helpers.IMAGE_SIZE and prep["mode"] == "unit"
     with open(os.path.join(assets, "provenance.json")) as f:
         provenance = json.load(f)
@@ -130,7 +132,7 @@ def test_export_bad_input(exported, tmp_path):
             workdir=str(tmp_path / "nowhere"), export_dir=export_dir, name="tiny"
         )
     with pytest.raises(FileNotFoundError, match="not a transfusion-export SavedModel"):
-        saved_model.load_tasks(str(tmp_path))
+        exported_lib.load_tasks(str(tmp_path))
 
 
 @pytest.mark.slow
@@ -160,8 +162,8 @@ def test_softmax_run_exports_softmax_probabilities(tmp_path_factory, tmp_path):
     path = saved_model.export_saved_model(
         workdir=workdir, export_dir=str(tmp_path / "savedmodels"), name="natural", version=1
     )
-    cfg, model = trainer.load_run_model(workdir)
-    assert cfg.train.loss == "softmax" and saved_model.load_loss(path) == "softmax"
+    cfg, model = workdir_lib.load_model(workdir)
+    assert cfg.train.loss == "softmax" and exported_lib.load_loss(path) == "softmax"
     images = np.random.default_rng(0).random((3, helpers.IMAGE_SIZE, helpers.IMAGE_SIZE, 3))
     images = tf.constant(images, tf.float32)
     loaded = tf.saved_model.load(path)

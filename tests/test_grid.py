@@ -108,10 +108,14 @@ def test_bad_grids(repo):
         local.LocalBackend(max_parallel=0)
 
 
-def test_results_file_is_the_trainers():
-    from transfusion_tf.training import trainer
+def test_a_run_is_finished_once_its_workdir_holds_the_trainers_results(repo):
+    from transfusion_tf import workdir
 
-    assert spec.RESULTS_FILE == trainer.RESULTS_FILE
+    run = fake_grid(seeds=(0,)).runs[0]
+    assert not spec.is_finished(run, cwd=str(repo))
+    (repo / run.workdir).mkdir(parents=True)
+    (repo / run.workdir / workdir.RESULTS_FILE).write_text("{}")
+    assert spec.is_finished(run, cwd=str(repo))
 
 
 def fake_grid(patterns=("flags/retina_cbr_random.flags",), seeds=(0, 1), **resources):

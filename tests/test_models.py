@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from transfusion_tf import models
-from transfusion_tf.models import cbr
+from transfusion_tf.models import cbr, registry
 
 NUM_TASKS = 5
 
@@ -75,6 +75,7 @@ def test_head_is_gap_then_float32_dense(built):
         assert model.output.shape == (None, NUM_TASKS)
         size = max(32, models.min_image_size(name))
         assert tuple(model.input.shape) == (None, size, size, 3)
+        assert registry.probe_image_size(name) == size  # the size sources and unit maps use
 
 
 def test_units_partition_weighted_layers_in_order(built):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from transfusion_tf import tiling
 from transfusion_tf.training import checkpoint, loop, optim, summaries
 from transfusion_tf.training import strategy as strategy_lib
 
@@ -146,7 +147,7 @@ def test_empty_eval_split_is_an_error():
 
 
 def test_filter_grid_shapes():
-    grid = summaries.filter_grid(np.random.rand(5, 5, 1, 10).astype(np.float32), scale=2)
+    grid = tiling.filter_grid(np.random.rand(5, 5, 1, 10).astype(np.float32), scale=2)
     assert grid.shape == (1, 2 * (3 * 6 + 1), 2 * (4 * 6 + 1), 3)  # 10 filters: 3 rows x 4
     assert grid.min() >= 0 and grid.max() <= 1
     kernel = summaries.conv1_kernel(_tiny_model())

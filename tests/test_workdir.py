@@ -69,3 +69,38 @@ def test_sha256_of_a_file(tmp_path):
     assert workdir.sha256(str(tmp_path / "a.txt")) == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def _tiny_run(path, widths=(4, 8)):
+    from transfusion_tf import config
+
+    cfg = config.RunConfig(model=config.ModelConfig(name="cbr_tiny", widths=widths))
+    _write(path / workdir.CONFIG_FILE, cfg.to_json())
+    model = workdir.build_model(cfg)
+    os.makedirs(path / workdir.WEIGHTS_DIR)
+    model.save_weights(workdir.weights_path(str(path), "final"))
+    return cfg, model
+
+
+def test_load_model_round_trips_the_final_weights(tmp_path):
+    cfg, saved = _tiny_run(tmp_path)
+    loaded_cfg, loaded = workdir.load_model(str(tmp_path))
+    assert loaded_cfg.model == cfg.model and loaded.name == "cbr_tiny"
+    for a, b in zip(saved.weights, loaded.weights, strict=True):
+        assert (a.numpy() == b.numpy()).all()
+    with pytest.raises(FileNotFoundError, match="has no init weights"):
+        workdir.load_model(str(tmp_path), weights="init")
+
+
+def test_weights_that_do_not_fit_name_the_file(tmp_path):
+    cfg, _ = _tiny_run(tmp_path)
+    wider = workdir.build_model(cfg.replace(model=cfg.model.replace(widths=(4, 16))))
+    with pytest.raises(workdir.WorkdirError, match="final.weights.h5: cannot load into cbr_tiny"):
+        workdir.load_weights(wider, str(tmp_path), weights="final")
+
+
+def test_versions_and_evaluation_file_names():
+    assert {"transfusion_tf", "tensorflow", "keras", "numpy", "python"} <= set(workdir.versions())
+    assert workdir.evaluation_report_file("test") == "evaluation_test.json"
+    assert workdir.evaluation_predictions_file("test") == "predictions_test.npz"
+    assert workdir.evaluation_roc_file("valid") == "roc_valid.png"

@@ -11,7 +11,8 @@ A workdir holds:
   results.json           the run's results (see `training.trainer`)
   train_subset.txt       ids of the --train_examples subset, when there is one
   valid_predictions.npz  final validation probabilities, labels and mask (`training.predictions`)
-  evaluation/            `transfusion-evaluate`'s default output (where the report looks)
+  evaluation/            `transfusion-evaluate`'s default output (where the report looks):
+                         evaluation_<split>.json, roc_<split>.png, predictions_<split>.npz
 Every module that reads or writes a workdir takes these names from here, and reads the files
 through the readers below, so a bad file gets one error wherever it is read: `WorkdirError`
 (a `ValueError`) naming the file, or `MissingFileError` (also a `FileNotFoundError`) when a
@@ -52,6 +53,21 @@ INIT_WEIGHTS, FINAL_WEIGHTS, BEST_WEIGHTS = WEIGHTS["init"], WEIGHTS["final"], W
 WEIGHT_CHOICES = ("final", "best", "init")
 
 
+def evaluation_report_file(split: str) -> str:
+    """The JSON report `transfusion-evaluate` writes for `split` (in its output directory)."""
+    return f"evaluation_{split}.json"
+
+
+def evaluation_roc_file(split: str) -> str:
+    """The ROC figure `transfusion-evaluate` writes for `split`."""
+    return f"roc_{split}.png"
+
+
+def evaluation_predictions_file(split: str) -> str:
+    """The predictions file `transfusion-evaluate` writes for `split` (`training.predictions`)."""
+    return f"predictions_{split}.npz"
+
+
 class WorkdirError(ValueError):
     """A workdir holds a bad file (the message names it) or lacks what the caller needs."""
 
@@ -76,6 +92,27 @@ def existing_weights(workdir: str, which: str) -> str:
             "(has its training run finished?)"
         )
     return path
+
+
+def versions() -> dict[str, str]:
+    """Library versions, as a run's `results.json` and an export's provenance record them."""
+    import platform
+
+    import keras
+    import numpy as np
+    import sklearn
+    import tensorflow as tf
+
+    import transfusion_tf
+
+    return {
+        "transfusion_tf": transfusion_tf.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def sha256(path: str) -> str:
@@ -198,10 +235,11 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
     return records
 
 
-def build_model(cfg: config_lib.RunConfig) -> keras.Model:
+def build_model(cfg: config_lib.RunConfig, *, image_size: int | None = None) -> keras.Model:
     """The model a RunConfig describes, as the trainer builds it, randomly initialised.
 
-    The model maps float32 images [B, S, S, C] (S = cfg.model.image_size) to logits [B, T].
+    The model maps float32 images [B, S, S, C] to logits [B, T]; S is `image_size`, by default
+    the configured one.
     """
     from transfusion_tf.models import registry as model_registry
 
@@ -209,7 +247,7 @@ def build_model(cfg: config_lib.RunConfig) -> keras.Model:
     return model_registry.build_model(
         m.name,
         num_tasks=m.num_tasks,
-        image_size=m.image_size,
+        image_size=m.image_size if image_size is None else image_size,
         channels=m.channels,
         widths=m.widths,
         width_multiplier=m.width_multiplier,
@@ -226,8 +264,21 @@ def load_model(workdir: str, *, weights: str = "final") -> tuple[config_lib.RunC
     cfg = read_config(workdir)
     path = existing_weights(workdir, weights)
     model = build_model(cfg)
+    _load_weights_file(model, path)
+    return cfg, model
+
+
+def load_weights(model: keras.Model, workdir: str, *, weights: str) -> None:
+    """Loads a run's `weights` weights into `model` (built by `build_model` from its config).
+
+    MissingFileError when the run has not saved them, WorkdirError naming the file when they do
+    not fit the model.
+    """
+    _load_weights_file(model, existing_weights(workdir, weights))
+
+
+def _load_weights_file(model: keras.Model, path: str) -> None:
     try:
         model.load_weights(path)
     except (ValueError, OSError) as err:
-        raise WorkdirError(f"{path}: cannot load into {cfg.model.name} ({err})") from err
-    return cfg, model
+        raise WorkdirError(f"{path}: cannot load into {model.name} ({err})") from err

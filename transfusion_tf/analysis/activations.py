@@ -1,8 +1,8 @@
 """Unit activations of trained runs (SPEC A3), streamed into similarity accumulators.
 
-A run is a workdir of `transfusion-train`: `config.json` names the model, and
-`weights/{init,final,best}.weights.h5` hold its weights at step 0, at the end, and at the best
-validation AUC. `load_run` rebuilds the model with `models.build_model` and loads one of them;
+A run is a workdir of `transfusion-train` (read through `transfusion_tf.workdir`): its config
+names the model, and its init, final and best weights are those at step 0, at the end, and at
+the best validation AUC. `load_run` rebuilds the model and loads one of them;
 `UnitExtractor` maps images [batch, S, S, C] to every unit's representative output layer (SPEC
 M4). `pairwise_unit_similarity` runs several loaded models over the same fixed images and, for
 each requested pair of models and each unit, accumulates the co-moments of the two activation
@@ -39,13 +39,7 @@ from transfusion_tf.analysis import measures as measures_lib
 from transfusion_tf.analysis import null as null_lib
 from transfusion_tf.analysis.streaming import CovarianceAccumulator
 
-CONFIG_FILE = workdir_lib.CONFIG_FILE
-WEIGHTS = workdir_lib.WEIGHTS
 CONV_POLICIES = ("positions", "pool")
-
-
-class WorkdirError(ValueError):
-    """A workdir lacks what an analysis needs (config.json, a weights file, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,31 +78,6 @@ class ActivationSpec:
             )
 
 
-def read_run_config(workdir: str) -> config_lib.RunConfig:
-    """The RunConfig in `<workdir>/config.json`; WorkdirError naming the path if absent/bad."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise WorkdirError(f"{path} not found: {workdir!r} is not a transfusion-train workdir")
-    try:
-        with open(path) as f:
-            return config_lib.RunConfig.from_json(f.read())
-    except (ValueError, TypeError) as err:
-        raise WorkdirError(f"{path}: not a valid run config ({err})") from err
-
-
-def weights_file(workdir: str, which: str) -> str:
-    """Path of the `which` ("init", "final", "best") weights; WorkdirError if missing."""
-    if which not in WEIGHTS:
-        raise ValueError(f"weights={which!r}: choose one of {', '.join(WEIGHTS)}")
-    path = os.path.join(workdir, WEIGHTS[which])
-    if not os.path.isfile(path):
-        raise WorkdirError(
-            f"{path} not found: workdir {workdir!r} has no {which} weights "
-            "(has its training run finished?)"
-        )
-    return path
-
-
 @dataclasses.dataclass
 class LoadedRun:
     """A run's model with one set of weights loaded, and its unit map."""
@@ -124,32 +93,14 @@ class LoadedRun:
         return f"{os.path.basename(os.path.normpath(self.workdir))}:{self.which}"
 
 
-def build_run_model(cfg: config_lib.RunConfig) -> keras.Model:
-    """The model a RunConfig describes (as the trainer builds it), randomly initialised."""
-    from transfusion_tf.models import registry as model_registry
-
-    m = cfg.model
-    return model_registry.build_model(
-        m.name,
-        num_tasks=m.num_tasks,
-        image_size=m.image_size,
-        channels=m.channels,
-        widths=m.widths,
-        width_multiplier=m.width_multiplier,
-    )
-
-
 def load_run(workdir: str, *, which: str = "final") -> LoadedRun:
-    """Rebuilds a workdir's model from config.json and loads its `which` weights."""
+    """Rebuilds a workdir's model from its config and loads its `which` weights.
+
+    `workdir.WorkdirError` (or `MissingFileError`) names the file that is absent or bad.
+    """
     from transfusion_tf.models import registry as model_registry
 
-    cfg = read_run_config(workdir)
-    path = weights_file(workdir, which)
-    model = build_run_model(cfg)
-    try:
-        model.load_weights(path)
-    except (ValueError, OSError) as err:
-        raise WorkdirError(f"{path}: cannot load into {cfg.model.name} ({err})") from err
+    cfg, model = workdir_lib.load_model(workdir, weights=which)
     units = model_registry.model_units(model, cfg.model.name)
     return LoadedRun(workdir=workdir, which=which, config=cfg, model=model, units=units)
 

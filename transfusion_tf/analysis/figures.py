@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from transfusion_tf.training import summaries as summaries_lib
+from transfusion_tf.tiling import filter_grid
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -190,7 +190,7 @@ def plot_filter_grids(
     fig = Figure(figsize=(4.2 * len(kernels), 4.6))
     axes = np.atleast_1d(fig.subplots(1, len(kernels)))
     for ax, (label, kernel) in zip(axes, kernels.items(), strict=True):
-        grid = summaries_lib.filter_grid(kernel, max_filters=max_filters, scale=1)[0]
+        grid = filter_grid(kernel, max_filters=max_filters, scale=1)[0]
         ax.imshow(grid, interpolation="nearest")
         ax.set_title(label)
         ax.axis("off")

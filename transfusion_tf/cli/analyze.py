@@ -19,6 +19,7 @@ import json
 
 from absl import app, flags
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.analysis import activations as act
 from transfusion_tf.analysis import analyses, measures
 from transfusion_tf.analysis import null as null_lib
@@ -73,7 +74,9 @@ flags.DEFINE_integer(
     "arrays: consecutive rows that belong to one image (e.g. the positions of a flattened conv "
     "map); the null shuffles whole images.",
 )
-flags.DEFINE_enum("weights", "final", list(act.WEIGHTS), "compare: which weights of each run.")
+flags.DEFINE_enum(
+    "weights", "final", list(workdir_lib.WEIGHT_CHOICES), "compare: which weights of each run."
+)
 flags.DEFINE_list("units", [], "Units to analyse (default: every unit of the model).")
 flags.DEFINE_list(
     "measures",
@@ -230,7 +233,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         payload = _run_mode()
-    except (ValueError, FileNotFoundError, SimilarityError, act.WorkdirError) as err:
+    except (ValueError, FileNotFoundError, SimilarityError) as err:  # workdir errors included
         raise app.UsageError(str(err)) from None
     print(f"{FLAGS.mode}: results in {FLAGS.output_dir}")
     print(_summary(payload))

@@ -20,7 +20,9 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "A transfusion-train workdir to evaluate.")
 flags.DEFINE_string("saved_model", None, "Or: a transfusion-export SavedModel directory.")
-flags.DEFINE_enum("weights", "final", ["final", "best", "init"], "Weights of the workdir to use.")
+flags.DEFINE_enum(
+    "weights", "final", list(workdir_lib.WEIGHT_CHOICES), "Weights of the workdir to use."
+)
 flags.DEFINE_string("dataset_dir", None, "Prepared dataset directory.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_string(

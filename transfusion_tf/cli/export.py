@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -17,7 +18,9 @@ flags.DEFINE_string("workdir", None, "A finished transfusion-train workdir.")
 flags.DEFINE_string("name", None, "Model name under --export_dir.")
 flags.DEFINE_integer("version", None, "Integer version (default: one more than the highest).")
 flags.DEFINE_string("export_dir", "savedmodels", "TF-Serving model base directory.")
-flags.DEFINE_enum("weights", "final", ["final", "best", "init"], "Weights of the run to export.")
+flags.DEFINE_enum(
+    "weights", "final", list(workdir_lib.WEIGHT_CHOICES), "Weights of the run to export."
+)
 
 
 def main(argv: list[str]) -> None:

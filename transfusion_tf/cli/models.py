@@ -32,7 +32,7 @@ def describe_models(
     """One dict per model: name, param_count, paper_param_count, preprocess mode, units."""
     rows = []
     for name in names:
-        size = max(32, model_registry.min_image_size(name))
+        size = model_registry.probe_image_size(name)
         model = model_registry.build_model(
             name, num_tasks=num_tasks, image_size=size, channels=channels
         )

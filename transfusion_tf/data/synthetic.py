@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from transfusion_tf.data import atomic
-from transfusion_tf.data.converters.chexpert import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
-from transfusion_tf.data.converters.chexpert import OBSERVATIONS as CHEXPERT_OBSERVATIONS
+from transfusion_tf.data.chexpert_labels import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
+from transfusion_tf.data.chexpert_labels import OBSERVATIONS as CHEXPERT_OBSERVATIONS
 from transfusion_tf.data.encode import encode_png
 
 KINDS = ("fundus", "cxr", "natural")

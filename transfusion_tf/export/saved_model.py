@@ -14,12 +14,12 @@ Signatures:
 `assets/` holds `tasks.txt` (one task per line, in output order), `preprocessing.json`,
 `config.json` (the run's resolved configuration), `provenance.json` (model, init, source and
 weights SHA-256, library versions, results), `init_report_summary.txt` and
-`dataset_info.json` (the training dataset's summary).
+`dataset_info.json` (the training dataset's summary). These names are defined once in
+`training.exported`, which reads an export back for `transfusion-evaluate`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,11 +31,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfusion_tf import config as config_lib
 from transfusion_tf import workdir as workdir_lib
-from transfusion_tf.training import losses, trainer
+from transfusion_tf.training import exported as layout
+from transfusion_tf.training import losses
 
-SIGNATURE_BYTES = "serving_default"
-SIGNATURE_IMAGES = "serving_images"
 PROBABILITIES = {
     "sigmoid": "one sigmoid per task (multi-label)",
     "softmax": "softmax over the tasks as mutually exclusive classes (rows sum to 1)",
@@ -45,14 +45,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class ExportError(ValueError):
     """An export request that cannot be honoured (message names the flag or path)."""
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ServingModule(tf.Module):
@@ -93,7 +85,7 @@ class ServingModule(tf.Module):
 
     def _probabilities(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = self.model(images, training=False)
-        return {"probabilities": losses.probabilities(logits, loss=self._loss)}
+        return {layout.PROBABILITIES_KEY: losses.probabilities(logits, loss=self._loss)}
 
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.map_fn(
@@ -119,6 +111,21 @@ def _next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
+def _target(*, export_dir: str, name: str, version: int | None) -> tuple[str, int, str]:
+    """(model directory, version, version directory) of a new export; ExportError if bad."""
+    if not _NAME_RE.match(name or ""):
+        raise ExportError(f"--name={name!r} must be letters, digits, '_', '.' or '-'")
+    model_dir = os.path.join(export_dir, name)
+    if version is None:
+        version = _next_version(model_dir)
+    if version < 1:
+        raise ExportError(f"--version={version} must be a positive integer")
+    target = os.path.join(model_dir, str(version))
+    if os.path.exists(target):
+        raise ExportError(f"{target} already exists; choose another --version")
+    return model_dir, version, target
+
+
 def export_saved_model(
     *,
     workdir: str,
@@ -142,82 +149,18 @@ def export_saved_model(
     """
     from transfusion_tf.models import registry as model_registry
 
-    if not _NAME_RE.match(name or ""):
-        raise ExportError(f"--name={name!r} must be letters, digits, '_', '.' or '-'")
-    model_dir = os.path.join(export_dir, name)
-    if version is None:
-        version = _next_version(model_dir)
-    if version < 1:
-        raise ExportError(f"--version={version} must be a positive integer")
-    target = os.path.join(model_dir, str(version))
-    if os.path.exists(target):
-        raise ExportError(f"{target} already exists; choose another --version")
-
-    cfg, model = trainer.load_run_model(workdir, weights=weights)
-    weights_path = workdir_lib.weights_path(workdir, weights)
+    model_dir, version, target = _target(export_dir=export_dir, name=name, version=version)
+    cfg, model = workdir_lib.load_model(workdir, weights=weights)
     mode = model_registry.default_preprocess_mode(cfg.model.name)
-    results = _optional_json(os.path.join(workdir, trainer.RESULTS_FILE))
-    init_report = _optional_json(os.path.join(workdir, trainer.INIT_REPORT_FILE))
-    dataset_info = _dataset_info(cfg.data.dataset_dir)
-    tasks = (results or {}).get("tasks") or (dataset_info or {}).get("tasks")
-    if not tasks:
-        raise FileNotFoundError(
-            f"cannot find the task names: neither {workdir}/results.json nor the dataset "
-            f"{cfg.data.dataset_dir} is readable"
-        )
-
     staging = tempfile.mkdtemp(prefix="export_assets_")
     try:
-        files = {
-            "tasks": ("tasks.txt", "".join(f"{t}\n" for t in tasks)),
-            "preprocessing": (
-                "preprocessing.json",
-                _dumps(
-                    {
-                        "image_size": cfg.model.image_size,
-                        "channels": cfg.model.channels,
-                        "mode": mode,
-                        "function": "transfusion_tf.data.preprocess.decode_and_preprocess",
-                        "signatures": {
-                            SIGNATURE_BYTES: "image_bytes: string [B] encoded PNG/JPEG",
-                            SIGNATURE_IMAGES: (
-                                f"images: float32 [B, {cfg.model.image_size}, "
-                                f"{cfg.model.image_size}, {cfg.model.channels}] as returned by "
-                                "decode_and_preprocess"
-                            ),
-                        },
-                    }
-                ),
-            ),
-            "config": ("config.json", cfg.to_json() + "\n"),
-            "provenance": (
-                "provenance.json",
-                _dumps(
-                    {
-                        "model": cfg.model.name,
-                        "loss": cfg.train.loss,
-                        "probabilities": PROBABILITIES[cfg.train.loss],
-                        "init": cfg.init.to_dict(),
-                        "source_file": (init_report or {}).get("source_file"),
-                        "source_sha256": (init_report or {}).get("source_sha256"),
-                        "weights": weights,
-                        "weights_sha256": _sha256(weights_path),
-                        "run": os.path.basename(os.path.normpath(workdir)),
-                        "results": results,
-                        "export_versions": trainer.versions(),
-                    }
-                ),
-            ),
-            "init_report_summary": ("init_report_summary.txt", _init_summary(init_report)),
-        }
-        if dataset_info is not None:
-            files["dataset_info"] = ("dataset_info.json", _dumps(dataset_info))
         assets = {}
-        for key, (filename, text) in files.items():
-            path = os.path.join(staging, filename)
-            with open(path, "w", encoding="utf-8") as f:
+        for key, (filename, text) in _asset_texts(
+            cfg, workdir=workdir, weights=weights, mode=mode
+        ).items():
+            assets[key] = os.path.join(staging, filename)
+            with open(assets[key], "w", encoding="utf-8") as f:
                 f.write(text)
-            assets[key] = path
         module = ServingModule(
             model,
             image_size=cfg.model.image_size,
@@ -226,36 +169,86 @@ def export_saved_model(
             loss=cfg.train.loss,
             assets=assets,
         )
-        os.makedirs(model_dir, exist_ok=True)
-        partial = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
-        try:
-            tf.saved_model.save(
-                module,
-                partial,
-                signatures={
-                    SIGNATURE_BYTES: module.serve_bytes,
-                    SIGNATURE_IMAGES: module.serve_images,
-                },
-            )
-            os.replace(partial, target)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        _save_atomic(module, model_dir=model_dir, version=version, target=target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logging.info("exported %s (%s weights) to %s", workdir, weights, target)
     return target
 
 
+def _save_atomic(module: ServingModule, *, model_dir: str, version: int, target: str) -> None:
+    """Saves `module` with both signatures under a hidden name, renamed to `target` when whole."""
+    os.makedirs(model_dir, exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+    try:
+        tf.saved_model.save(
+            module,
+            partial,
+            signatures={
+                layout.SIGNATURE_BYTES: module.serve_bytes,
+                layout.SIGNATURE_IMAGES: module.serve_images,
+            },
+        )
+        os.replace(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _asset_texts(
+    cfg: config_lib.RunConfig, *, workdir: str, weights: str, mode: str
+) -> dict[str, tuple[str, str]]:
+    """{asset key: (file name, text)} of an export of `workdir`'s `weights` weights."""
+    results = workdir_lib.read_results(workdir)
+    init_report = workdir_lib.read_init_report(workdir)
+    dataset_info = _dataset_info(cfg.data.dataset_dir)
+    tasks = (results or {}).get("tasks") or (dataset_info or {}).get("tasks")
+    if not tasks:
+        raise FileNotFoundError(
+            f"cannot find the task names: neither {workdir}/{workdir_lib.RESULTS_FILE} nor the "
+            f"dataset {cfg.data.dataset_dir} is readable"
+        )
+    size, channels = cfg.model.image_size, cfg.model.channels
+    preprocessing = {
+        "image_size": size,
+        "channels": channels,
+        "mode": mode,
+        "function": "transfusion_tf.data.preprocess.decode_and_preprocess",
+        "signatures": {
+            layout.SIGNATURE_BYTES: "image_bytes: string [B] encoded PNG/JPEG",
+            layout.SIGNATURE_IMAGES: (
+                f"images: float32 [B, {size}, {size}, {channels}] as returned by "
+                "decode_and_preprocess"
+            ),
+        },
+    }
+    provenance = {
+        "model": cfg.model.name,
+        "loss": cfg.train.loss,
+        "probabilities": PROBABILITIES[cfg.train.loss],
+        "init": cfg.init.to_dict(),
+        "source_file": (init_report or {}).get("source_file"),
+        "source_sha256": (init_report or {}).get("source_sha256"),
+        "weights": weights,
+        "weights_sha256": workdir_lib.sha256(workdir_lib.weights_path(workdir, weights)),
+        "run": os.path.basename(os.path.normpath(workdir)),
+        "results": results,
+        "export_versions": workdir_lib.versions(),
+    }
+    files = {
+        "tasks": (layout.TASKS_FILE, "".join(f"{t}\n" for t in tasks)),
+        "preprocessing": (layout.PREPROCESSING_FILE, _dumps(preprocessing)),
+        "config": (layout.CONFIG_FILE, cfg.to_json() + "\n"),
+        "provenance": (layout.PROVENANCE_FILE, _dumps(provenance)),
+        "init_report_summary": (layout.INIT_SUMMARY_FILE, _init_summary(init_report)),
+    }
+    if dataset_info is not None:
+        files["dataset_info"] = (layout.DATASET_INFO_FILE, _dumps(dataset_info))
+    return files
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
-
-
-def _optional_json(path: str) -> Any:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _dataset_info(dataset_dir: str) -> dict[str, Any] | None:
@@ -282,33 +275,3 @@ def _init_summary(report: dict[str, Any] | None) -> str:
     ]
     lines += [f"{how}: {n} variables" for how, n in sorted(counts.items())]
     return "\n".join(lines) + "\n"
-
-
-def load_tasks(saved_model_dir: str) -> list[str]:
-    """Task names of an exported model, from `assets/tasks.txt`."""
-    path = os.path.join(saved_model_dir, "assets", "tasks.txt")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: not a transfusion-export SavedModel")
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def load_loss(saved_model_dir: str) -> str:
-    """The loss an exported model was trained with ("sigmoid" or "softmax").
-
-    From `assets/provenance.json`; exports from before the loss was recorded are "sigmoid".
-    """
-    path = os.path.join(saved_model_dir, "assets", "provenance.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: not a transfusion-export SavedModel")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("loss", "sigmoid")
-
-
-def load_preprocessing(saved_model_dir: str) -> dict[str, Any]:
-    """Preprocessing settings of an exported model, from `assets/preprocessing.json`."""
-    path = os.path.join(saved_model_dir, "assets", "preprocessing.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: not a transfusion-export SavedModel")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -24,8 +24,6 @@ from transfusion_tf import workdir as workdir_lib
 SOURCE_PREFIX = "imagenet_"
 # The runs directory the flagfiles' `--source_weights=runs/<stem>/seed<k>` paths are written for.
 FLAGFILE_RUNS_DIR = "runs"
-# Written last by training.trainer; `workdir` names it without importing TensorFlow.
-RESULTS_FILE = workdir_lib.RESULTS_FILE
 # The grid's own file in a workdir: the training command's stdout and stderr, every attempt.
 LOG_FILE = "train.log"
 TRAIN_COMMAND = "transfusion-train"
@@ -226,5 +224,6 @@ def _in_dependency_order(runs: list[Run]) -> list[Run]:
 
 
 def is_finished(run: Run, *, cwd: str = ".") -> bool:
-    """Whether the run's workdir holds results.json (the trainer writes it last)."""
-    return os.path.exists(os.path.join(cwd, run.workdir, RESULTS_FILE))
+    """Whether the run's workdir holds results.json (the trainer writes it last; `workdir`
+    names it without importing TensorFlow)."""
+    return os.path.exists(os.path.join(cwd, run.workdir, workdir_lib.RESULTS_FILE))

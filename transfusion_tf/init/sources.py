@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,6 @@ import keras
 import numpy as np
 from absl import logging
 
-from transfusion_tf import config as config_lib
 from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.models import applications, registry
 
@@ -103,15 +101,6 @@ class SourceStats:
 def _moments(value: np.ndarray) -> tuple[float, float]:
     value = value.astype(np.float64)
     return float(value.mean()), float(value.var())
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _harvest(model: keras.Model) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -208,7 +197,7 @@ def _materialise_file(
             return registry.build_model(
                 model_name,
                 num_tasks=num_tasks,
-                image_size=max(32, spec.min_image_size),
+                image_size=registry.probe_image_size(model_name),
                 channels=ch,
                 widths=widths,
                 width_multiplier=width_multiplier,
@@ -232,32 +221,27 @@ def _materialise_file(
 
 
 def _workdir_source(workdir: str) -> tuple[keras.Model, str, str]:
-    config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    weights_path = workdir_lib.weights_path(workdir, "final")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"source workdir {workdir} has no {workdir_lib.CONFIG_FILE}")
-    if not os.path.isfile(weights_path):
-        raise FileNotFoundError(f"source workdir {workdir} has no {workdir_lib.FINAL_WEIGHTS}")
+    """(model holding a source run's final weights, their path, its architecture).
+
+    The model is built at the architecture's probe size: only the weights' shapes matter.
+    """
+    for name in (workdir_lib.CONFIG_FILE, workdir_lib.FINAL_WEIGHTS):
+        if not os.path.isfile(os.path.join(workdir, name)):
+            raise FileNotFoundError(f"source workdir {workdir} has no {name}")
     try:
-        with open(config_path, encoding="utf-8") as f:
-            model_cfg = config_lib.ModelConfig.from_dict(json.load(f)["model"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise SourceError(f"cannot read the model settings from {config_path}: {err}") from err
-    model = registry.build_model(
-        model_cfg.name,
-        num_tasks=model_cfg.num_tasks,
-        image_size=max(32, registry.min_image_size(model_cfg.name)),
-        channels=model_cfg.channels,
-        widths=model_cfg.widths,
-        width_multiplier=model_cfg.width_multiplier,
-    )
+        cfg = workdir_lib.read_config(workdir)
+    except workdir_lib.WorkdirError as err:
+        raise SourceError(f"cannot read the model settings: {err}") from err
+    name = cfg.model.name
+    model = workdir_lib.build_model(cfg, image_size=registry.probe_image_size(name))
+    weights_path = workdir_lib.weights_path(workdir, "final")
     try:
         _load_into(model, weights_path)
     except Exception as err:
         raise SourceError(
-            f"cannot load {weights_path} into {model_cfg.name}: {load_error_summary(err)}"
+            f"cannot load {weights_path} into {name}: {load_error_summary(err)}"
         ) from None
-    return model, weights_path, model_cfg.name
+    return model, weights_path, name
 
 
 @functools.lru_cache(maxsize=4)
@@ -297,7 +281,7 @@ def _cached_source(
             "file, a .keras model or a workdir"
         )
     logging.info("Read source weights %s (%s)", path, arch)
-    return SourceTensors(_harvest(model), path, file_sha256(path), description, arch)
+    return SourceTensors(_harvest(model), path, workdir_lib.sha256(path), description, arch)
 
 
 def load_source_weights(
@@ -381,7 +365,7 @@ def load_stats_file(path: str) -> SourceStats:
     return SourceStats(
         layers,
         path,
-        file_sha256(path),
+        workdir_lib.sha256(path),
         f"stats file {path} of {data.get('source')}",
         str(data.get("architecture")),
     )

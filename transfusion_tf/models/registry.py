@@ -244,6 +244,12 @@ def min_image_size(name: str) -> int:
     return get_spec(name).min_image_size
 
 
+def probe_image_size(name: str) -> int:
+    """The input side a model `name` is built at when only its layers and weights matter
+    (unit maps, parameter counts, reading weights files): its smallest, and at least 32."""
+    return max(32, min_image_size(name))
+
+
 def default_preprocess_mode(name: str) -> str:
     """The `preprocess_input` mode matching model `name`'s ImageNet weights ("unit" for CBR)."""
     return get_spec(name).preprocess_mode
@@ -256,8 +262,7 @@ def model_units(model: keras.Model, name: str) -> list[Unit]:
 
 @functools.lru_cache(maxsize=32)
 def _units_cached(name: str, widths: tuple[int, ...] | None) -> tuple[Unit, ...]:
-    spec = get_spec(name)
-    model = build_backbone(name, image_size=max(32, spec.min_image_size), widths=widths)
+    model = build_backbone(name, image_size=probe_image_size(name), widths=widths)
     return tuple(model_units(model, name))
 
 

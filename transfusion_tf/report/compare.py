@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -112,14 +111,13 @@ def _read_predictions(path: str, mtime: float) -> predictions_lib.Predictions:
 
 def read_test_evaluation(run: tables.RunRecord) -> tuple[dict[str, Any], str] | None:
     """(evaluation_test.json, its weights) of a run evaluated on the test split, else None."""
-    path = os.path.join(run.workdir, EVALUATION_DIR, "evaluation_test.json")
+    path = os.path.join(run.workdir, EVALUATION_DIR, workdir_lib.evaluation_report_file("test"))
     if not os.path.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            report = json.load(f)
-    except json.JSONDecodeError as err:
-        raise tables.ReportError(f"{path}: not valid JSON ({err})") from err
+        report = workdir_lib.read_json(path)
+    except workdir_lib.WorkdirError as err:
+        raise tables.ReportError(str(err)) from err
     if not isinstance(report, dict) or report.get("auc_mean") is None:
         return None
     weights = (report.get("source") or {}).get("weights") or "final"
@@ -132,7 +130,7 @@ def run_value(run: tables.RunRecord, metric: str) -> RunValue | None:
         value = run.results.get("final_auc_mean")
         if value is None:
             return None
-        path = os.path.join(run.workdir, predictions_lib.VALID_PREDICTIONS_FILE)
+        path = os.path.join(run.workdir, workdir_lib.VALID_PREDICTIONS_FILE)
         scored = _load_predictions(path, tasks=run.tasks)
         if scored is not None and scored.step not in (-1, run.results.get("train_steps")):
             scored = None  # not the final weights' predictions
@@ -142,7 +140,9 @@ def run_value(run: tables.RunRecord, metric: str) -> RunValue | None:
         if found is None:
             return None
         report, _ = found
-        path = os.path.join(run.workdir, EVALUATION_DIR, predictions_lib.evaluation_file("test"))
+        path = os.path.join(
+            run.workdir, EVALUATION_DIR, workdir_lib.evaluation_predictions_file("test")
+        )
         scored = _load_predictions(path, tasks=report.get("tasks") or run.tasks)
         return RunValue(seed=run.seed, value=float(report["auc_mean"]), scored=scored)
     if metric == CURVE_AREA:

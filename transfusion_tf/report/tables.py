@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -25,10 +24,6 @@ from absl import logging
 
 from transfusion_tf import config as config_lib
 from transfusion_tf import workdir as workdir_lib
-
-CONFIG_FILE = workdir_lib.CONFIG_FILE
-RESULTS_FILE = workdir_lib.RESULTS_FILE
-HISTORY_FILE = workdir_lib.HISTORY_FILE
 
 
 class ReportError(ValueError):
@@ -85,43 +80,26 @@ class RunRecord:
         return (self.dataset, self.model, self.init)
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path}: not valid JSON ({e})") from e
-
-
 def load_run(workdir: str) -> RunRecord:
-    """Reads one workdir; raises FileNotFoundError or ReportError naming the offending file."""
+    """Reads one workdir; raises FileNotFoundError or ReportError naming the offending file.
+
+    The history is read as the trainer reads it (`workdir.read_history`), sorted by step.
+    """
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"workdir {workdir} does not exist")
-    paths = {name: os.path.join(workdir, name) for name in (CONFIG_FILE, RESULTS_FILE)}
-    for path in paths.values():
+    for name in (workdir_lib.CONFIG_FILE, workdir_lib.RESULTS_FILE):
+        path = os.path.join(workdir, name)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing (is {workdir} a finished training run?)")
     try:
-        config = config_lib.RunConfig.from_dict(_read_json(paths[CONFIG_FILE]))
-    except (TypeError, ValueError) as e:
-        raise ReportError(f"{paths[CONFIG_FILE]}: not a run config ({e})") from e
-    results = _read_json(paths[RESULTS_FILE])
+        config = workdir_lib.read_config(workdir)
+        results = workdir_lib.read_results(workdir)
+        history = workdir_lib.read_history(workdir)
+    except workdir_lib.WorkdirError as err:
+        raise ReportError(str(err)) from err
     if not isinstance(results, dict) or "final_auc_mean" not in results:
-        raise ReportError(f"{paths[RESULTS_FILE]}: no 'final_auc_mean' key")
-    history: list[dict[str, Any]] = []
-    history_path = os.path.join(workdir, HISTORY_FILE)
-    if os.path.exists(history_path):
-        with open(history_path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ReportError(f"{history_path}:{lineno}: not valid JSON ({e})") from e
-                if "step" not in row:
-                    raise ReportError(f"{history_path}:{lineno}: row has no 'step'")
-                history.append(row)
+        path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
+        raise ReportError(f"{path}: no 'final_auc_mean' key")
     history.sort(key=lambda r: r["step"])
     return RunRecord(workdir=workdir, config=config, results=results, history=tuple(history))
 
@@ -142,13 +120,13 @@ def find_runs(patterns: Sequence[str]) -> tuple[list[RunRecord], list[str]]:
         for match in matches:
             if not os.path.isdir(match):
                 continue
-            if os.path.exists(os.path.join(match, CONFIG_FILE)):
+            if os.path.exists(os.path.join(match, workdir_lib.CONFIG_FILE)):
                 candidates.append(match)
             else:
                 subdirs = sorted(
                     os.path.join(match, d)
                     for d in os.listdir(match)
-                    if os.path.exists(os.path.join(match, d, CONFIG_FILE))
+                    if os.path.exists(os.path.join(match, d, workdir_lib.CONFIG_FILE))
                 )
                 candidates.extend(subdirs)
     runs: list[RunRecord] = []
@@ -159,9 +137,10 @@ def find_runs(patterns: Sequence[str]) -> tuple[list[RunRecord], list[str]]:
         if key in seen:
             continue
         seen.add(key)
-        if not os.path.exists(os.path.join(workdir, RESULTS_FILE)):
-            skipped.append(f"{workdir}: no {RESULTS_FILE} (unfinished run)")
-            logging.warning("Skipping %s: no %s (unfinished run)", workdir, RESULTS_FILE)
+        results_file = workdir_lib.RESULTS_FILE
+        if not os.path.exists(os.path.join(workdir, results_file)):
+            skipped.append(f"{workdir}: no {results_file} (unfinished run)")
+            logging.warning("Skipping %s: no %s (unfinished run)", workdir, results_file)
             continue
         runs.append(load_run(workdir))
     if not runs:

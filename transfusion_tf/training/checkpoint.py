@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfusion_tf import workdir as workdir_lib
+from transfusion_tf.workdir import write_text_atomic  # noqa: F401  (the trainer's text writer)
 
 
 class BackupManager:
@@ -93,13 +94,4 @@ def save_weights_atomic(model: keras.Model, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
     model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes a text file through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
     os.replace(tmp, path)

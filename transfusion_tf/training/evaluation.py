@@ -10,58 +10,118 @@ resamples when it compares runs). With a workdir the default output directory is
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from transfusion_tf.training import checkpoint as ckpt_lib
+from transfusion_tf import workdir as workdir_lib
+from transfusion_tf.training import exported as exported_lib
 from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import predictions as predictions_lib
-from transfusion_tf.training import trainer
 
 
-def _model_source(
-    *, workdir: str | None, saved_model: str | None, weights: str
-) -> tuple[Any, dict[str, Any], list[str] | None]:
-    """(predict fn [B,S,S,C] -> probabilities, preprocessing settings and the loss, model task
-    names)."""
-    from transfusion_tf.export import saved_model as export_lib
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """The model to score: `predict` maps float32 images [B, S, S, C] to probabilities [B, T].
+
+    `prep` holds image_size, channels and mode (how the images are preprocessed); `tasks`
+    are the model's task names when it records them (None otherwise).
+    """
+
+    predict: Callable[[tf.Tensor], tf.Tensor]
+    prep: dict[str, Any]
+    num_tasks: int
+    loss: str
+    tasks: list[str] | None
+
+
+def _model_source(*, workdir: str | None, saved_model: str | None, weights: str) -> _Source:
+    """A workdir's `weights` weights or an exported SavedModel, as a `_Source`."""
     from transfusion_tf.models import registry as model_registry
 
     if (workdir is None) == (saved_model is None):
         raise ValueError("give exactly one of --workdir and --saved_model")
     if workdir is not None:
-        cfg, model = trainer.load_run_model(workdir, weights=weights)
-        results_path = os.path.join(workdir, trainer.RESULTS_FILE)
-        tasks = None
-        if os.path.isfile(results_path):
-            with open(results_path, encoding="utf-8") as f:
-                tasks = json.load(f).get("tasks")
+        cfg, model = workdir_lib.load_model(workdir, weights=weights)
         prep = {
             "image_size": cfg.model.image_size,
             "channels": cfg.model.channels,
             "mode": model_registry.default_preprocess_mode(cfg.model.name),
-            "num_tasks": cfg.model.num_tasks,
-            "loss": cfg.train.loss,
         }
-        return loop_lib.make_predict_fn(model, loss=cfg.train.loss), prep, tasks
-    if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        raise FileNotFoundError(f"--saved_model: no saved_model.pb in {saved_model}")
-    tasks = export_lib.load_tasks(saved_model)
-    prep = export_lib.load_preprocessing(saved_model)
-    prep["num_tasks"] = len(tasks)
-    prep["loss"] = export_lib.load_loss(saved_model)
-    fn = tf.saved_model.load(saved_model).signatures[export_lib.SIGNATURE_IMAGES]
+        return _Source(
+            predict=loop_lib.make_predict_fn(model, loss=cfg.train.loss),
+            prep=prep,
+            num_tasks=cfg.model.num_tasks,
+            loss=cfg.train.loss,
+            tasks=(workdir_lib.read_results(workdir) or {}).get("tasks"),
+        )
+    model = exported_lib.load_exported(saved_model)
+    return _Source(
+        predict=model.predict,
+        prep=model.preprocessing,
+        num_tasks=len(model.tasks),
+        loss=model.loss,
+        tasks=model.tasks,
+    )
 
-    def predict(images):
-        return fn(images=images)["probabilities"]
 
-    return predict, prep, tasks
+def _check_request(*, dataset_dir: str, split: str, batch_size: int, bootstrap_samples: int):
+    """The dataset's task names, after checking the flags; ValueError names the bad one."""
+    from transfusion_tf.data import info as info_lib
+
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
+    if bootstrap_samples < 1:
+        raise ValueError(f"--bootstrap_samples must be >= 1; got {bootstrap_samples}")
+    info = info_lib.load_dataset_info(dataset_dir)
+    if split not in info["splits"]:
+        raise ValueError(
+            f"--split={split!r} is not in {dataset_dir} (splits: {', '.join(info['splits'])})"
+        )
+    return list(info["tasks"])
+
+
+def _check_tasks(source: _Source, *, tasks: list[str], dataset_dir: str) -> None:
+    """ValueError when the model's tasks (or their number) differ from the dataset's."""
+    if source.tasks is not None and list(source.tasks) != tasks:
+        raise ValueError(
+            f"the model predicts tasks {list(source.tasks)} but --dataset_dir={dataset_dir} "
+            f"has tasks {tasks}"
+        )
+    if source.num_tasks != len(tasks):
+        raise ValueError(
+            f"the model has {source.num_tasks} outputs but --dataset_dir={dataset_dir} has "
+            f"{len(tasks)} tasks"
+        )
+
+
+def _predict_split(
+    source: _Source, *, dataset_dir: str, split: str, batch_size: int
+) -> dict[str, np.ndarray]:
+    """One ordered pass over `split`: labels, scores, mask [N, T] and example_id [N]."""
+    from transfusion_tf.data import pipeline, verify
+
+    dataset = pipeline.build_dataset(
+        dataset_dir=dataset_dir,
+        split=split,
+        batch_size=batch_size,
+        image_size=source.prep["image_size"],
+        channels=source.prep["channels"],
+        preprocess_mode=source.prep["mode"],
+        training=False,
+        augment="none",
+        deterministic=True,
+    )
+    with verify.data_loss_errors(dataset_dir=dataset_dir, split=split):
+        out = loop_lib.predict_dataset(source.predict, dataset)
+    verify.check_pass_count(dataset_dir=dataset_dir, split=split, read=int(out["labels"].shape[0]))
+    return out
 
 
 def plot_roc(
@@ -93,6 +153,53 @@ def plot_roc(
     plt.close(fig)
 
 
+def _metrics(
+    out: dict[str, np.ndarray], *, tasks: list[str], loss: str, bootstrap_samples: int, seed: int
+) -> dict[str, Any]:
+    """AUROC / AUPRC with bootstrap CIs of predictions `out` (and top-k accuracy for softmax)."""
+    report = metrics_lib.bootstrap_report(
+        labels=out["labels"],
+        scores=out["scores"],
+        mask=out["mask"],
+        tasks=tasks,
+        num_samples=bootstrap_samples,
+        seed=seed,
+    )
+    if loss == "softmax":
+        report.update(
+            metrics_lib.accuracy_report(
+                labels=out["labels"], scores=out["scores"], mask=out["mask"]
+            )
+        )
+    return report
+
+
+def _write_outputs(
+    report: dict[str, Any], out: dict[str, np.ndarray], *, output_dir: str, split: str
+) -> str:
+    """Writes the ROC figure, the predictions and (last) the JSON report; returns its path.
+
+    Adds the figure's and the predictions' paths to `report`.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    png_path = os.path.join(output_dir, workdir_lib.evaluation_roc_file(split))
+    plot_roc(
+        labels=out["labels"], scores=out["scores"], mask=out["mask"], report=report, path=png_path
+    )
+    report["roc_png"] = png_path
+    report["predictions"] = predictions_lib.save_predictions(
+        os.path.join(output_dir, workdir_lib.evaluation_predictions_file(split)),
+        labels=out["labels"],
+        scores=out["scores"],
+        mask=out["mask"],
+        example_id=out["example_id"],
+        tasks=report["tasks"],
+    )
+    json_path = os.path.join(output_dir, workdir_lib.evaluation_report_file(split))
+    workdir_lib.write_json_atomic(json_path, report)
+    return json_path
+
+
 def evaluate(
     *,
     dataset_dir: str,
@@ -111,62 +218,20 @@ def evaluate(
       ValueError / FileNotFoundError naming the flag or file for bad input (missing split,
       task names of the model differing from the dataset's, ...).
     """
-    from transfusion_tf.data import info as info_lib
-    from transfusion_tf.data import pipeline, verify
-
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
-    if bootstrap_samples < 1:
-        raise ValueError(f"--bootstrap_samples must be >= 1; got {bootstrap_samples}")
-    info = info_lib.load_dataset_info(dataset_dir)
-    tasks = list(info["tasks"])
-    if split not in info["splits"]:
-        raise ValueError(
-            f"--split={split!r} is not in {dataset_dir} (splits: {', '.join(info['splits'])})"
-        )
-    predict, prep, model_tasks = _model_source(
-        workdir=workdir, saved_model=saved_model, weights=weights
-    )
-    if model_tasks is not None and list(model_tasks) != tasks:
-        raise ValueError(
-            f"the model predicts tasks {list(model_tasks)} but --dataset_dir={dataset_dir} "
-            f"has tasks {tasks}"
-        )
-    if prep["num_tasks"] != len(tasks):
-        raise ValueError(
-            f"the model has {prep['num_tasks']} outputs but --dataset_dir={dataset_dir} has "
-            f"{len(tasks)} tasks"
-        )
-    dataset = pipeline.build_dataset(
+    tasks = _check_request(
         dataset_dir=dataset_dir,
         split=split,
         batch_size=batch_size,
-        image_size=prep["image_size"],
-        channels=prep["channels"],
-        preprocess_mode=prep["mode"],
-        training=False,
-        augment="none",
-        deterministic=True,
+        bootstrap_samples=bootstrap_samples,
     )
-    with verify.data_loss_errors(dataset_dir=dataset_dir, split=split):
-        out = loop_lib.predict_dataset(predict, dataset)
-    verify.check_pass_count(dataset_dir=dataset_dir, split=split, read=int(out["labels"].shape[0]))
-    report = metrics_lib.bootstrap_report(
-        labels=out["labels"],
-        scores=out["scores"],
-        mask=out["mask"],
-        tasks=tasks,
-        num_samples=bootstrap_samples,
-        seed=seed,
+    source = _model_source(workdir=workdir, saved_model=saved_model, weights=weights)
+    _check_tasks(source, tasks=tasks, dataset_dir=dataset_dir)
+    out = _predict_split(source, dataset_dir=dataset_dir, split=split, batch_size=batch_size)
+    report = _metrics(
+        out, tasks=tasks, loss=source.loss, bootstrap_samples=bootstrap_samples, seed=seed
     )
-    if prep["loss"] == "softmax":
-        report.update(
-            metrics_lib.accuracy_report(
-                labels=out["labels"], scores=out["scores"], mask=out["mask"]
-            )
-        )
     report.update(
-        loss_function=prep["loss"],
+        loss_function=source.loss,
         split=split,
         dataset_dir=dataset_dir,
         num_examples=int(out["labels"].shape[0]),
@@ -177,22 +242,7 @@ def evaluate(
         },
         tasks=tasks,
     )
-    os.makedirs(output_dir, exist_ok=True)
-    json_path = os.path.join(output_dir, f"evaluation_{split}.json")
-    png_path = os.path.join(output_dir, f"roc_{split}.png")
-    plot_roc(
-        labels=out["labels"], scores=out["scores"], mask=out["mask"], report=report, path=png_path
-    )
-    report["roc_png"] = png_path
-    report["predictions"] = predictions_lib.save_predictions(
-        os.path.join(output_dir, predictions_lib.evaluation_file(split)),
-        labels=out["labels"],
-        scores=out["scores"],
-        mask=out["mask"],
-        example_id=out["example_id"],
-        tasks=tasks,
-    )
-    ckpt_lib.write_text_atomic(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    json_path = _write_outputs(report, out, output_dir=output_dir, split=split)
     logging.info(
         "evaluation of %s on %s/%s written to %s",
         workdir or saved_model,

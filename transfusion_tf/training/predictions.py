@@ -23,11 +23,6 @@ from transfusion_tf.workdir import VALID_PREDICTIONS_FILE  # noqa: F401  (re-exp
 _KEYS = ("labels", "scores", "mask", "example_id", "tasks", "step")
 
 
-def evaluation_file(split: str) -> str:
-    """The predictions file name `transfusion-evaluate` writes for `split`."""
-    return f"predictions_{split}.npz"
-
-
 @dataclasses.dataclass(frozen=True)
 class Predictions:
     """Scores of one model on one split: arrays [examples, tasks] (ids: [examples])."""
