@@ -27,6 +27,55 @@ def test_recovered_fraction_is_a_ratio_of_paired_speed_ups():
         claims.recovered_fraction(random_steps=[1], transfer_steps=[1, 2], partial_steps=[1])
 
 
+def _runs(steps_by_seed: dict[int, float]) -> list:
+    """Stand-ins for RunRecords: a seed and steps to the threshold `steps@0.8` (not censored)."""
+
+    class Run:
+        def __init__(self, seed, steps):
+            self.seed = seed
+            self.results = {
+                "steps_to_threshold": {"steps@0.8": steps},
+                "steps_to_threshold_interpolated": {"steps@0.8": steps},
+                "train_steps": 600,
+            }
+
+    return [Run(seed, steps) for seed, steps in steps_by_seed.items()]
+
+
+def _transfusion_row(random, transfer, partial):
+    groups = {
+        ("d", "m", "random"): _runs(dict(enumerate(random))),
+        ("d", "m", "transfer"): _runs(dict(enumerate(transfer))),
+        ("d", "m", "transfusion (upto=conv1)"): _runs(dict(enumerate(partial))),
+    }
+    return claims.transfusion_claim(
+        groups,
+        threshold="steps@0.8",
+        transfusion_init="transfusion (upto=conv1)",
+        transfer_init="transfer",
+        num_resamples=500,
+    )
+
+
+def test_transfusion_claim_is_a_fraction_when_transfer_is_faster():
+    row = _transfusion_row(
+        random=[300, 310, 290, 305, 295], transfer=[200, 215, 190, 200, 195], partial=[220] * 5
+    )
+    assert row.unit == "fraction" and row.difference == pytest.approx(80 / 100, abs=0.02)
+    assert row.verdict == "higher" and row.ci_low > claims.MOST
+
+
+def test_transfusion_claim_without_a_transfer_speed_up_compares_with_transfer():
+    """Transfer no faster than random: the fraction is undefined, and the row tests the
+    transfusion against transfer itself, with a CI and a verdict."""
+    row = _transfusion_row(
+        random=[300, 310, 290, 305, 295], transfer=[305, 300, 300, 310, 290], partial=[250] * 5
+    )
+    assert row.unit == "steps" and "undefined" in row.measure
+    assert row.difference == pytest.approx(250 - 301)
+    assert row.ci_low is not None and row.ci_high < 0 and row.verdict == "lower"
+
+
 def _payload(rr: dict[str, list[float]], rt: dict[str, list[float]], *, names=True) -> dict:
     """Pairs of 3 random runs (r0-r1, r0-r2, r1-r2) and of them with 2 transfer runs."""
     runs = {

@@ -788,8 +788,8 @@ CANNOT_SHOW = (
     "(Fig. 3, model size) are only hinted at by {model_size} and need the paper grid "
     "(`flags/`); a run whose curve still rises at its end (see the slopes above) makes its "
     "final AUC a lower bound of its plateau; with {seeds} seeds per init a `no evidence` "
-    "verdict is weak (it is not evidence of equality), and the representation CI treats pairs "
-    "that share runs as independent, so it is optimistic."
+    "verdict is weak (it is not evidence of equality), and the representation CI, over "
+    "{analysis_seeds} random and {analysis_seeds} transfer runs resampled, is wide."
 )
 
 
@@ -980,9 +980,9 @@ def _write_report(demo: _Demo) -> None:
     test_md, test_rows = _test_table(demo.test, [t.label for t in demo.inits], s.seeds)
     exported = demo.exported
     model_size = (
-        f"the `--full` mode's 2× wider model (widths {list(s.large_widths)})"
+        f"the `--full` mode's 2× wider model (widths {list(s.large_widths)}, 4× the weights)"
         if s.large_widths
-        else "`--full` (a 2× wider model)"
+        else "`--full` (a 2× wider model, 4× the weights)"
     )
     report = build_report(
         workdirs=[os.path.join(demo.runs_dir, "fundus_*")],
@@ -1005,7 +1005,9 @@ def _write_report(demo: _Demo) -> None:
             ("TensorBoard", _tensorboard_markdown(demo.runs_dir)),
             (
                 "What this demo cannot show",
-                CANNOT_SHOW.format(seeds=len(s.seeds), model_size=model_size),
+                CANNOT_SHOW.format(
+                    seeds=len(s.seeds), model_size=model_size, analysis_seeds=s.analysis_seeds
+                ),
             ),
             (
                 "Timings (before this report)",

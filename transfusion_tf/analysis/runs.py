@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.analysis import activations as act
 
 
@@ -46,7 +47,7 @@ def check_workdirs(workdirs: Sequence[str], *, minimum: int, mode: str) -> list[
     if len(workdirs) < minimum:
         raise ValueError(f"{mode} needs at least {minimum} workdir(s), got {len(workdirs)}")
     for w in workdirs:
-        act.read_run_config(w)  # a clear error for a non-workdir before any model is built
+        workdir_lib.read_config(w)  # a clear error for a non-workdir before any model is built
     return workdirs
 
 
@@ -99,17 +100,12 @@ def init_and_final_weights(workdir: str):
     """
     from transfusion_tf.models import registry as model_registry
 
-    cfg = act.read_run_config(workdir)
-    init_path = act.weights_file(workdir, "init")
-    final_path = act.weights_file(workdir, "final")
-    model = act.build_run_model(cfg)
-    values = {}
-    for which, path in (("init", init_path), ("final", final_path)):
-        try:
-            model.load_weights(path)
-        except (ValueError, OSError) as err:
-            raise act.WorkdirError(f"{path}: cannot load into {cfg.model.name} ({err})") from err
-        values[which] = {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}
+    for which in ("init", "final"):  # both files checked before a model is built
+        workdir_lib.existing_weights(workdir, which)
+    cfg, model = workdir_lib.load_model(workdir, weights="init")
+    values = {"init": {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}}
+    workdir_lib.load_weights(model, workdir, weights="final")
+    values["final"] = {id(v): np.array(v.numpy(), dtype=np.float64) for v in model.weights}
     variables = []
     for layer in model.layers:
         for v in layer.weights:

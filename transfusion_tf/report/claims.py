@@ -9,10 +9,12 @@ JSON (per-unit similarity of run pairs), never written by hand:
   - Mean Var speed: meanvar - random, steps to the threshold (Fig. 6: faster, i.e. `lower`);
   - transfusion: the fraction of transfer's speed-up (random - transfer steps) recovered by
     transfusing only the lowest unit, bootstrap over seeds; the verdict tests it against 50 %
-    ("most");
+    ("most"). Without a clear speed-up of transfer (its CI reaches 0) the fraction is
+    undefined and the row compares the transfusion's steps with transfer's instead;
   - Gabor: gabor - random, steps to the threshold (faster: `lower`);
   - representations: per unit, how much less alike random-vs-transfer pairs are than
-    random-vs-random pairs; the top unit's gap minus the lowest unit's (Fig. 2: `higher`);
+    random-vs-random pairs; the top unit's gap minus the lowest unit's (Fig. 2: `higher`),
+    its CI over the runs resampled (pairs share runs);
   - model size: relative change of a larger model minus a smaller one's, mean over units and
     runs (Fig. 3: `lower`), or "not tested" when the run holds one model size.
 """
@@ -195,20 +197,54 @@ def transfusion_claim(
     )
     if not seeds:
         return ClaimRow(claim, paper, measure, None, None, None, "0", "no evidence", "fraction")
+    random_steps, transfer_steps, partial_steps = ([side[s] for s in seeds] for side in sides)
+    n = f"paired, {len(seeds)} seeds"
+    speed_up = stats.paired_difference(
+        base=transfer_steps, other=random_steps, num_resamples=num_resamples
+    )
+    if speed_up.ci_low is None or speed_up.ci_low <= 0:
+        # No clear speed-up to recover: the fraction's denominator straddles 0, so test the
+        # transfusion against transfer itself instead.
+        vs_transfer = stats.paired_difference(
+            base=transfer_steps, other=partial_steps, num_resamples=num_resamples
+        )
+        measure = (
+            f"transfer's own speed-up over random is not above 0 here (random − transfer "
+            f"{_signed_steps(speed_up.mean_diff)} steps, 95 % CI {_ci_steps(speed_up)}), so the "
+            f"recovered fraction is undefined; instead transfusion upto={upto} − transfer, "
+            f"steps to AUC {threshold} (`lower`: the transfusion is faster than full transfer)"
+        )
+        return ClaimRow(
+            claim,
+            paper,
+            measure,
+            vs_transfer.mean_diff,
+            vs_transfer.ci_low,
+            vs_transfer.ci_high,
+            n,
+            vs_transfer.verdict,
+            "steps",
+        )
     value, low, high = recovered_fraction(
-        random_steps=[sides[0][s] for s in seeds],
-        transfer_steps=[sides[1][s] for s in seeds],
-        partial_steps=[sides[2][s] for s in seeds],
+        random_steps=random_steps,
+        transfer_steps=transfer_steps,
+        partial_steps=partial_steps,
         num_resamples=num_resamples,
     )
-    if value is None:
-        measure += "; transfer is not faster than random here, so there is no speed-up to recover"
     verdict = stats.verdict(
         ci_low=None if low is None else low - MOST, ci_high=None if high is None else high - MOST
     )
-    return ClaimRow(
-        claim, paper, measure, value, low, high, f"paired, {len(seeds)} seeds", verdict, "fraction"
-    )
+    return ClaimRow(claim, paper, measure, value, low, high, n, verdict, "fraction")
+
+
+def _signed_steps(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:+.0f}"
+
+
+def _ci_steps(diff: stats.Difference) -> str:
+    if diff.ci_low is None or diff.ci_high is None:
+        return "undefined"
+    return f"[{diff.ci_low:.0f}, {diff.ci_high:.0f}]"
 
 
 def _pair_values(payload: Mapping[str, Any], kind: str, unit: str, measure: str) -> list[float]:
