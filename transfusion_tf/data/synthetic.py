@@ -213,26 +213,55 @@ def fundus_image(
     eye: str = "right",
     style: FundusStyle = DEFAULT_FUNDUS_STYLE,
 ) -> np.ndarray:
-    """A synthetic colour fundus photograph of ICDR `grade` (0-4), uint8 [size, size, 3]."""
+    """A synthetic colour fundus photograph of ICDR `grade` (0-4), uint8 [size, size, 3].
+
+    Drawn in steps from one generator, in this order: the background, the anatomy, the
+    exposure and sensor noise, then the lesions (so with the same generator two grades differ
+    only where lesions are drawn).
+    """
     if grade not in range(5):
         raise ValueError(f"DR grade must be 0..4, got {grade}")
     if eye not in ("left", "right"):
         raise ValueError(f"eye must be 'left' or 'right', got {eye!r}")
+    img = _fundus_background(rng, size)
+    disc, macula = _fundus_anatomy(rng, img, eye=eye)
+    gain = rng.uniform(0.75, 1.15)
+    sensor_noise = rng.normal(0.0, 0.015, img.shape).astype(np.float32)
+    _fundus_lesions(rng, img, grade=grade, style=style, disc=disc, macula=macula)
+    yy, xx = _grid(size)
+    px = size / 2.0
+    img = img * gain + sensor_noise
+    fov = np.clip((0.93 - np.sqrt(yy**2 + xx**2)) * px, 0.0, 1.0)  # black outside the view
+    img = img * fov[:, :, None] + 0.01
+    return _to_uint8(img)
+
+
+def _fundus_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The orange retina with texture and vignetting, float32 [size, size, 3]."""
     yy, xx = _grid(size)
     r2 = yy**2 + xx**2
     base = np.array([0.82, 0.36, 0.13], np.float32) * rng.uniform(0.8, 1.1, 3).astype(np.float32)
     texture = 1.0 + 0.06 * _smooth_noise(rng, size, 6)
     vignette = np.clip(1.0 - 0.45 * r2 * rng.uniform(0.7, 1.3), 0.15, 1.0)
-    img = base[None, None, :] * (texture * vignette)[:, :, None]
+    return base[None, None, :] * (texture * vignette)[:, :, None]
 
-    side = 1.0 if eye == "right" else -1.0  # optic disc on the nasal side
+
+def _fundus_anatomy(
+    rng: np.random.Generator, img: np.ndarray, *, eye: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Draws the macula, vessel arcades and optic disc into `img`; returns (disc, macula).
+
+    Both are (y, x) centres in unit coordinates; the disc is on the nasal side of `eye`.
+    """
+    size = img.shape[0]
+    yy, xx = _grid(size)
+    side = 1.0 if eye == "right" else -1.0
     disc_y = rng.uniform(-0.12, 0.12)
     disc_x = side * rng.uniform(0.38, 0.5)
     macula = (disc_y + rng.uniform(-0.05, 0.05), disc_x - side * rng.uniform(0.45, 0.55))
     mac = np.exp(-((yy - macula[0]) ** 2 + (xx - macula[1]) ** 2) / (2 * 0.09**2))
     img *= (1.0 - 0.35 * mac)[:, :, None]
     px = size / 2.0
-
     vessel_color = np.array([0.5, 0.08, 0.05], np.float32)
     for up in (-1.0, 1.0):
         for spread in (0.7, 1.2):
@@ -249,31 +278,44 @@ def fundus_image(
             _draw_path(img, path, width_px=width, color=vessel_color, alpha=0.55)
     _discs(img, _to_px(disc_y, size), _to_px(disc_x, size), 0.11 * px, (1.0, 0.86, 0.62), 0.9)
     _discs(img, _to_px(disc_y, size), _to_px(disc_x, size), 0.05 * px, (1.0, 0.95, 0.8), 0.6)
+    return (disc_y, disc_x), macula
 
-    contrast = style.lesion_contrast
 
-    def spots(count: int, radius: tuple[float, float], color, alpha, near=None, spread=0.5):
-        """Draws `count` discs; `alpha` is their opacity before the style's contrast."""
-        if near is None:  # uniform over the central retina
-            rho, phi = 0.75 * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
-            y, x = rho * np.sin(phi), rho * np.cos(phi)
-        else:
-            y = near[0] + spread * rng.standard_normal(count)
-            x = near[1] + spread * rng.standard_normal(count)
-        rad = np.maximum(rng.uniform(*radius, size=count) * px * style.lesion_scale, 0.5)
-        _discs(img, _to_px(y, size), _to_px(x, size), rad, color, min(1.0, alpha * contrast))
+def _spots(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    count: int,
+    radius: tuple[float, float],
+    color: Sequence[float],
+    alpha: float,
+    style: FundusStyle,
+    near: tuple[float, float] | None = None,
+    spread: float = 0.5,
+) -> None:
+    """Draws `count` lesion-like discs; `alpha` is their opacity before the style's contrast.
 
-    # Exposure and sensor noise are drawn before the lesions, so with the same generator two
-    # grades differ only where lesions are drawn.
-    gain = rng.uniform(0.75, 1.15)
-    sensor_noise = rng.normal(0.0, 0.015, img.shape).astype(np.float32)
-    # Distractors at every grade: pale drusen-like specks and dark pigment dots.
-    many = style.distractors
-    spots(int(rng.integers(0, max(1, round(4 * many)))), (0.008, 0.016), (0.95, 0.8, 0.5), 0.45)
-    spots(int(rng.integers(0, max(1, round(3 * many)))), (0.006, 0.012), (0.35, 0.12, 0.05), 0.5)
-    # This image's lesion visibility (drawn only for a style that asks for it, so the default
-    # style's images stay those of earlier versions).
-    seen = 1.0 if style.min_visibility >= 1 else rng.uniform(style.min_visibility, 1.0)
+    Placed uniformly over the central retina, or normally around `near` (unit coordinates).
+    """
+    size = img.shape[0]
+    px = size / 2.0
+    if near is None:
+        rho, phi = 0.75 * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
+        y, x = rho * np.sin(phi), rho * np.cos(phi)
+    else:
+        y = near[0] + spread * rng.standard_normal(count)
+        x = near[1] + spread * rng.standard_normal(count)
+    rad = np.maximum(rng.uniform(*radius, size=count) * px * style.lesion_scale, 0.5)
+    alpha = min(1.0, alpha * style.lesion_contrast)
+    _discs(img, _to_px(y, size), _to_px(x, size), rad, color, alpha)
+
+
+def _lesion_counts(rng: np.random.Generator, grade: int) -> tuple[int, ...]:
+    """(micro-aneurysms, haemorrhages, exudates, cotton-wool spots, new vessels) of `grade`.
+
+    The counts of every grade are drawn, whichever is asked for, so the generator moves on
+    the same for all grades.
+    """
     lesions = {
         0: (0, 0, 0, 0, 0),
         1: (rng.integers(2, 5), 0, 0, 0, 0),
@@ -281,15 +323,46 @@ def fundus_image(
         3: (rng.integers(8, 16), rng.integers(4, 9), rng.integers(3, 8), rng.integers(1, 3), 0),
         4: (rng.integers(10, 20), rng.integers(6, 12), rng.integers(4, 10), rng.integers(1, 4), 2),
     }[grade]
-    n_ma, n_haem, n_exud, n_cws, n_nv = (int(v) for v in lesions)
-    spots(n_ma, (0.012, 0.02), (0.45, 0.04, 0.03), 0.9 * seen)
-    spots(n_haem, (0.03, 0.06), (0.42, 0.05, 0.03), 0.8 * seen)
-    spots(n_exud, (0.015, 0.03), (0.98, 0.9, 0.45), 0.85 * seen, near=macula, spread=0.22)
-    spots(n_cws, (0.04, 0.06), (0.95, 0.9, 0.8), 0.5 * seen)
+    return tuple(int(v) for v in lesions)
+
+
+def _fundus_lesions(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    grade: int,
+    style: FundusStyle,
+    disc: tuple[float, float],
+    macula: tuple[float, float],
+) -> None:
+    """Draws the distractors every grade shows, then the lesions of `grade`, into `img`."""
+    spots = functools.partial(_spots, rng, img, style=style)
+    # Distractors at every grade: pale drusen-like specks and dark pigment dots.
+    many = style.distractors
+    count = int(rng.integers(0, max(1, round(4 * many))))
+    spots(count=count, radius=(0.008, 0.016), color=(0.95, 0.8, 0.5), alpha=0.45)
+    count = int(rng.integers(0, max(1, round(3 * many))))
+    spots(count=count, radius=(0.006, 0.012), color=(0.35, 0.12, 0.05), alpha=0.5)
+    # This image's lesion visibility (drawn only for a style that asks for it, so the default
+    # style's images stay those of earlier versions).
+    seen = 1.0 if style.min_visibility >= 1 else rng.uniform(style.min_visibility, 1.0)
+    n_ma, n_haem, n_exud, n_cws, n_nv = _lesion_counts(rng, grade)
+    spots(count=n_ma, radius=(0.012, 0.02), color=(0.45, 0.04, 0.03), alpha=0.9 * seen)
+    spots(count=n_haem, radius=(0.03, 0.06), color=(0.42, 0.05, 0.03), alpha=0.8 * seen)
+    spots(
+        count=n_exud,
+        radius=(0.015, 0.03),
+        color=(0.98, 0.9, 0.45),
+        alpha=0.85 * seen,
+        near=macula,
+        spread=0.22,
+    )
+    spots(count=n_cws, radius=(0.04, 0.06), color=(0.95, 0.9, 0.8), alpha=0.5 * seen)
+    px = img.shape[0] / 2.0
     for _ in range(n_nv):
         path = _walk(
             rng,
-            start=(disc_y, disc_x),
+            start=disc,
             angle=rng.uniform(0, 2 * np.pi),
             length=0.35,
             curvature=0.0,
@@ -297,11 +370,6 @@ def fundus_image(
             step=0.5 / px,
         )
         _draw_path(img, path, width_px=0.004 * px, color=(0.6, 0.1, 0.08), alpha=0.8 * seen)
-
-    img = img * gain + sensor_noise
-    fov = np.clip((0.93 - np.sqrt(r2)) * px, 0.0, 1.0)  # circular field of view, black outside
-    img = img * fov[:, :, None] + 0.01
-    return _to_uint8(img)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,85 +442,133 @@ def cxr_image(
     img = np.full((size, size), 0.06, np.float32)
     thorax = ((yy - 0.05) / 0.98) ** 2 + (xx / rng.uniform(0.8, 0.9)) ** 2 < 1.0
     img = np.where(thorax, 0.5 + 0.03 * noise, img)
-
-    def soft_ellipse(cy, cx, ry, rx, edge=0.06):
-        d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
-        return np.clip((1.0 - d) / edge, 0.0, 1.0)
-
     if view == "lateral":
-        lung = soft_ellipse(-0.05, 0.0, 0.6, 0.45)
-        heart = soft_ellipse(0.3, -0.2, 0.25, 0.22 * (1 + 0.5 * sev["Cardiomegaly"]))
-        img = img - 0.3 * lung + 0.2 * heart * lung
-        opac = sev["Pleural Effusion"] * (yy > 0.35) + 0.6 * sev["Edema"] * lung
-        img = img + 0.25 * opac * lung
+        img = _cxr_lateral(img, sev)
     else:
-        lungs = []
-        vol_loss = 0.15 * sev["Atelectasis"]
-        at_side = rng.choice([-1.0, 1.0])
-        for side in (-1.0, 1.0):
-            ry = 0.55 * rng.uniform(0.95, 1.05) * (1.0 - (vol_loss if side == at_side else 0.0))
-            lungs.append(soft_ellipse(-0.05 - (0.55 - ry) * 0.5, side * 0.37, ry, 0.28))
-        lung = np.maximum(*lungs)
-        img = img - 0.33 * lung
-        # Ribs: bright arcs across each lung field, posterior ribs curve down laterally.
-        for k in range(9):
-            y0 = -0.6 + 0.14 * k + rng.uniform(-0.02, 0.02)
-            curve = y0 + 0.35 * (np.abs(xx) - 0.1) ** 2 - 0.15 * np.abs(xx)
-            band = np.clip(1.0 - np.abs(yy - curve) / 0.025, 0.0, 1.0)
-            img = img + 0.09 * band * lung
-        img = img + 0.22 * np.clip(1.0 - np.abs(xx) / 0.09, 0.0, 1.0) * thorax  # spine
-        heart_rx = 0.2 * rng.uniform(0.9, 1.08) * (1.0 + 0.6 * sev["Cardiomegaly"])
-        heart = soft_ellipse(0.2, 0.06 + 0.35 * (heart_rx - 0.2), 0.22, heart_rx, edge=0.1)
-        img = np.maximum(img, (0.66 + 0.03 * noise) * heart + img * (1 - heart))
-        dome = 0.48 + 0.08 * xx**2 - 0.12 * np.cos(xx * 4.0) ** 2
-        img = np.where(yy > dome + 0.08, np.maximum(img, 0.52 + 0.02 * noise), img)
-
-        if sev["Pleural Effusion"] > 0:
-            s = sev["Pleural Effusion"]
-            sides = [-1.0, 1.0] if rng.uniform() < 0.5 else [rng.choice([-1.0, 1.0])]
-            for side in sides:
-                level = 0.5 - 0.4 * s + 0.25 * (np.abs(xx - side * 0.37) - 0.28) ** 1
-                meniscus = np.clip((yy - level) / 0.06, 0.0, 1.0) * (np.sign(xx) == side)
-                img = img + 0.33 * s * meniscus * lung
-        if sev["Edema"] > 0:
-            s = sev["Edema"]
-            hilum = sum(
-                np.exp(-((yy - 0.0) ** 2 + (xx - side * 0.2) ** 2) / (2 * 0.22**2))
-                for side in (-1.0, 1.0)
-            )
-            img = img + 0.22 * s * hilum * lung * (1.0 + 0.3 * noise)
-            for _ in range(int(6 * s)):  # Kerley B lines at the lung bases
-                y = rng.uniform(0.2, 0.45)
-                side = rng.choice([-1.0, 1.0])
-                line = (np.abs(yy - y) < 0.008) & (np.abs(xx - side * 0.6) < 0.05)
-                img = img + 0.15 * line * lung
-        if sev["Consolidation"] > 0:
-            s = sev["Consolidation"]
-            side = rng.choice([-1.0, 1.0])
-            cy, cx = rng.uniform(-0.3, 0.35), side * rng.uniform(0.28, 0.45)
-            patch = np.zeros_like(img)
-            for _ in range(4):
-                patch = np.maximum(
-                    patch,
-                    soft_ellipse(
-                        cy + rng.uniform(-0.08, 0.08),
-                        cx + rng.uniform(-0.06, 0.06),
-                        rng.uniform(0.06, 0.12),
-                        rng.uniform(0.05, 0.1),
-                        edge=0.3,
-                    ),
-                )
-            img = img + 0.4 * s * patch * lung
-        if sev["Atelectasis"] > 0:
-            s = sev["Atelectasis"]
-            y = rng.uniform(0.15, 0.35)
-            tilt = rng.uniform(-0.25, 0.25)
-            band = np.clip(1.0 - np.abs(yy - y - tilt * (xx - at_side * 0.37)) / 0.03, 0.0, 1.0)
-            img = img + 0.3 * s * band * (np.sign(xx) == at_side) * lung
-
+        img, lung, at_side = _cxr_frontal_anatomy(rng, img, sev=sev, thorax=thorax, noise=noise)
+        img = _cxr_frontal_findings(rng, img, sev=sev, lung=lung, noise=noise, at_side=at_side)
     img = (img - 0.06) * rng.uniform(0.85, 1.15) + 0.06 + rng.uniform(-0.05, 0.05)
     img = img + rng.normal(0.0, 0.02, img.shape).astype(np.float32)
     return _to_uint8(img)
+
+
+def _soft_ellipse(
+    size: int, cy: float, cx: float, ry: float, rx: float, edge: float = 0.06
+) -> np.ndarray:
+    """An ellipse (unit coordinates) with a linear soft edge, float [size, size] in [0, 1]."""
+    yy, xx = _grid(size)
+    d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    return np.clip((1.0 - d) / edge, 0.0, 1.0)
+
+
+def _cxr_lateral(img: np.ndarray, sev: Mapping[str, float]) -> np.ndarray:
+    """The lateral view: one lung field, the heart, effusion and edema opacity (no draws)."""
+    size = img.shape[0]
+    yy, _ = _grid(size)
+    lung = _soft_ellipse(size, -0.05, 0.0, 0.6, 0.45)
+    heart = _soft_ellipse(size, 0.3, -0.2, 0.25, 0.22 * (1 + 0.5 * sev["Cardiomegaly"]))
+    img = img - 0.3 * lung + 0.2 * heart * lung
+    opac = sev["Pleural Effusion"] * (yy > 0.35) + 0.6 * sev["Edema"] * lung
+    return img + 0.25 * opac * lung
+
+
+def _cxr_frontal_anatomy(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    sev: Mapping[str, float],
+    thorax: np.ndarray,
+    noise: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lungs (one smaller with atelectasis), ribs, spine, heart and diaphragm of a frontal view.
+
+    Returns (image, lung coverage [size, size], the side -1.0 / 1.0 of the atelectasis).
+    """
+    size = img.shape[0]
+    yy, xx = _grid(size)
+    lungs = []
+    vol_loss = 0.15 * sev["Atelectasis"]
+    at_side = rng.choice([-1.0, 1.0])
+    for side in (-1.0, 1.0):
+        ry = 0.55 * rng.uniform(0.95, 1.05) * (1.0 - (vol_loss if side == at_side else 0.0))
+        lungs.append(_soft_ellipse(size, -0.05 - (0.55 - ry) * 0.5, side * 0.37, ry, 0.28))
+    lung = np.maximum(*lungs)
+    img = img - 0.33 * lung
+    # Ribs: bright arcs across each lung field, posterior ribs curve down laterally.
+    for k in range(9):
+        y0 = -0.6 + 0.14 * k + rng.uniform(-0.02, 0.02)
+        curve = y0 + 0.35 * (np.abs(xx) - 0.1) ** 2 - 0.15 * np.abs(xx)
+        band = np.clip(1.0 - np.abs(yy - curve) / 0.025, 0.0, 1.0)
+        img = img + 0.09 * band * lung
+    img = img + 0.22 * np.clip(1.0 - np.abs(xx) / 0.09, 0.0, 1.0) * thorax  # spine
+    heart_rx = 0.2 * rng.uniform(0.9, 1.08) * (1.0 + 0.6 * sev["Cardiomegaly"])
+    heart = _soft_ellipse(size, 0.2, 0.06 + 0.35 * (heart_rx - 0.2), 0.22, heart_rx, edge=0.1)
+    img = np.maximum(img, (0.66 + 0.03 * noise) * heart + img * (1 - heart))
+    dome = 0.48 + 0.08 * xx**2 - 0.12 * np.cos(xx * 4.0) ** 2
+    img = np.where(yy > dome + 0.08, np.maximum(img, 0.52 + 0.02 * noise), img)
+    return img, lung, at_side
+
+
+def _cxr_frontal_findings(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    sev: Mapping[str, float],
+    lung: np.ndarray,
+    noise: np.ndarray,
+    at_side: float,
+) -> np.ndarray:
+    """The signs of the present findings on a frontal view, drawn in a fixed order."""
+    size = img.shape[0]
+    yy, xx = _grid(size)
+    if sev["Pleural Effusion"] > 0:  # basal opacity with a meniscus, one or both sides
+        s = sev["Pleural Effusion"]
+        sides = [-1.0, 1.0] if rng.uniform() < 0.5 else [rng.choice([-1.0, 1.0])]
+        for side in sides:
+            level = 0.5 - 0.4 * s + 0.25 * (np.abs(xx - side * 0.37) - 0.28) ** 1
+            meniscus = np.clip((yy - level) / 0.06, 0.0, 1.0) * (np.sign(xx) == side)
+            img = img + 0.33 * s * meniscus * lung
+    if sev["Edema"] > 0:  # perihilar haze
+        s = sev["Edema"]
+        hilum = sum(
+            np.exp(-((yy - 0.0) ** 2 + (xx - side * 0.2) ** 2) / (2 * 0.22**2))
+            for side in (-1.0, 1.0)
+        )
+        img = img + 0.22 * s * hilum * lung * (1.0 + 0.3 * noise)
+        for _ in range(int(6 * s)):  # Kerley B lines at the lung bases
+            y = rng.uniform(0.2, 0.45)
+            side = rng.choice([-1.0, 1.0])
+            line = (np.abs(yy - y) < 0.008) & (np.abs(xx - side * 0.6) < 0.05)
+            img = img + 0.15 * line * lung
+    if sev["Consolidation"] > 0:
+        img = img + 0.4 * sev["Consolidation"] * _consolidation(rng, size) * lung
+    if sev["Atelectasis"] > 0:  # a plate-like band on the smaller lung
+        s = sev["Atelectasis"]
+        y = rng.uniform(0.15, 0.35)
+        tilt = rng.uniform(-0.25, 0.25)
+        band = np.clip(1.0 - np.abs(yy - y - tilt * (xx - at_side * 0.37)) / 0.03, 0.0, 1.0)
+        img = img + 0.3 * s * band * (np.sign(xx) == at_side) * lung
+    return img
+
+
+def _consolidation(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A dense patch of four overlapping soft ellipses in one lung, float [size, size]."""
+    side = rng.choice([-1.0, 1.0])
+    cy, cx = rng.uniform(-0.3, 0.35), side * rng.uniform(0.28, 0.45)
+    patch = np.zeros((size, size), np.float32)
+    for _ in range(4):
+        patch = np.maximum(
+            patch,
+            _soft_ellipse(
+                size,
+                cy + rng.uniform(-0.08, 0.08),
+                cx + rng.uniform(-0.06, 0.06),
+                rng.uniform(0.06, 0.12),
+                rng.uniform(0.05, 0.1),
+                edge=0.3,
+            ),
+        )
+    return patch
 
 
 @dataclasses.dataclass(frozen=True)
