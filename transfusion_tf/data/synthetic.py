@@ -21,8 +21,10 @@ the number of examples asked for, and group images by patient so splits can be p
     CheXpert-style values (1.0, 0.0, -1.0 or None = blank) for all 14 CheXpert observations.
   - `sample_natural(index, *, seed, size)` -> NaturalSample (no patients: one "patient" per image).
 
-`write_synthetic_dataset` renders N examples (a spawn-based process pool when workers > 1),
-splits them by patient and writes PNG shards plus dataset_info.json through `writer`.
+`SYNTHETIC_KINDS` holds one `SyntheticKind` per kind (its sampler, labels, default tasks and
+description). `write_synthetic_dataset` renders N examples of a kind (a spawn-based process
+pool when workers > 1), splits them by patient with the converters' `splits.split_by_patient`
+and writes PNG shards plus dataset_info.json through `writer`.
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ import dataclasses
 import functools
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from transfusion_tf.data import atomic
-from transfusion_tf.data.converters.chexpert import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
-from transfusion_tf.data.converters.chexpert import OBSERVATIONS as CHEXPERT_OBSERVATIONS
+from transfusion_tf.data.chexpert_labels import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
+from transfusion_tf.data.chexpert_labels import OBSERVATIONS as CHEXPERT_OBSERVATIONS
 from transfusion_tf.data.encode import encode_png
+from transfusion_tf.data.splits import split_by_patient
+from transfusion_tf.registry import Registry
 
 KINDS = ("fundus", "cxr", "natural")
 _KIND_CODE = {"fundus": 1, "cxr": 2, "natural": 3}
@@ -743,21 +747,114 @@ def sample_natural(index: int, *, seed: int = 0, size: int = 64) -> NaturalSampl
     return NaturalSample(natural_image(rng, size=size, cls=cls), cls, index)
 
 
+# ----------------------------------------------------------------------------- kinds
+@dataclasses.dataclass(frozen=True)
+class SyntheticKind:
+    """One synthetic dataset kind: how example `index` is drawn, labelled and recorded.
+
+    `draw(index, *, seed, size, style)` returns a sample with `.image` (uint8 [H, W] or
+    [H, W, 3]) and `.patient_id`; `labels(sample, tasks, uncertain_policy)` its (labels,
+    mask), each [len(tasks)]; examples `index // examples_per_patient` share a patient.
+    `label_policy(uncertain_policy)` and `single_label(tasks)` go to dataset_info.json;
+    `styled` kinds record their `FundusStyle` there too.
+    """
+
+    description: str
+    tasks: tuple[str, ...]
+    examples_per_patient: int
+    draw: Callable[..., Any]
+    labels: Callable[[Any, tuple[str, ...], str], tuple[list[float], list[float]]]
+    label_policy: Callable[[str], Any] = lambda uncertain_policy: "exact"
+    single_label: Callable[[tuple[str, ...]], bool] = lambda tasks: False
+    styled: bool = False
+
+
+SYNTHETIC_KINDS: Registry[SyntheticKind] = Registry("synthetic kind")
+
+
+def _fundus_labels(
+    sample: FundusSample, tasks: tuple[str, ...], uncertain_policy: str
+) -> tuple[list[float], list[float]]:
+    del uncertain_policy
+    return fundus_labels(sample.grade, tasks), [1.0] * len(tasks)
+
+
+def _cxr_labels(
+    sample: CxrSample, tasks: tuple[str, ...], uncertain_policy: str
+) -> tuple[list[float], list[float]]:
+    return cxr_labels(sample.raw_labels, tasks, uncertain_policy=uncertain_policy)
+
+
+def _natural_labels(
+    sample: NaturalSample, tasks: tuple[str, ...], uncertain_policy: str
+) -> tuple[list[float], list[float]]:
+    del uncertain_policy
+    return [float(NATURAL_CLASSES[sample.cls] == t) for t in tasks], [1.0] * len(tasks)
+
+
+def _draw_cxr(index: int, *, seed: int, size: int, style: FundusStyle) -> CxrSample:
+    del style
+    return sample_cxr(index, seed=seed, size=size)
+
+
+def _draw_natural(index: int, *, seed: int, size: int, style: FundusStyle) -> NaturalSample:
+    del style
+    return sample_natural(index, seed=seed, size=size)
+
+
+SYNTHETIC_KINDS.add(
+    "fundus",
+    SyntheticKind(
+        description="colour fundus photographs graded for diabetic retinopathy (ICDR 0-4)",
+        tasks=("referable_dr",),
+        examples_per_patient=2,
+        draw=sample_fundus,
+        labels=_fundus_labels,
+        # The one-hot DR grades are mutually exclusive (checked on write).
+        single_label=lambda tasks: all(t.startswith("dr_grade_") for t in tasks),
+        styled=True,
+    ),
+)
+SYNTHETIC_KINDS.add(
+    "cxr",
+    SyntheticKind(
+        description="chest radiographs with CheXpert-style labels of the 5 competition findings",
+        tasks=CHEXPERT_COMPETITION_TASKS,
+        examples_per_patient=3,
+        draw=_draw_cxr,
+        labels=_cxr_labels,
+        label_policy=lambda uncertain_policy: {"uncertain": uncertain_policy, "blank": "zeros"},
+    ),
+)
+SYNTHETIC_KINDS.add(
+    "natural",
+    SyntheticKind(
+        description="natural-image-like pictures of 12 shape x texture classes (a source task)",
+        tasks=NATURAL_CLASSES,
+        examples_per_patient=1,
+        draw=_draw_natural,
+        labels=_natural_labels,
+        single_label=lambda tasks: True,  # the classes are mutually exclusive
+    ),
+)
+
+
+def get_kind(kind: str) -> SyntheticKind:
+    """The registry entry of `kind`; ValueError names the known kinds."""
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"unknown synthetic kind {kind!r}; choose from {list(KINDS)}")
+    return SYNTHETIC_KINDS.get(kind)
+
+
 # ----------------------------------------------------------------------------- dataset writing
 def default_tasks(kind: str) -> tuple[str, ...]:
     """The task list of a synthetic dataset kind."""
-    if kind == "fundus":
-        return ("referable_dr",)
-    if kind == "cxr":
-        return CHEXPERT_COMPETITION_TASKS
-    if kind == "natural":
-        return NATURAL_CLASSES
-    raise ValueError(f"unknown synthetic kind {kind!r}; choose from {list(KINDS)}")
+    return get_kind(kind).tasks
 
 
 def patient_of(kind: str, index: int) -> int:
     """The patient number of example `index` (no image is drawn)."""
-    return {"fundus": index // 2, "cxr": index // 3, "natural": index}[kind]
+    return index // get_kind(kind).examples_per_patient
 
 
 def _render(
@@ -765,35 +862,29 @@ def _render(
 ) -> dict[str, Any]:
     """Draws and encodes one example; runs in worker processes (no TensorFlow)."""
     kind, index, seed, size, tasks, uncertain_policy, style = job
-    if kind == "fundus":
-        s = sample_fundus(index, seed=seed, size=size, style=style)
-        labels, mask = fundus_labels(s.grade, tasks), [1.0] * len(tasks)
-        image, patient_id = s.image, s.patient_id
-    elif kind == "cxr":
-        s = sample_cxr(index, seed=seed, size=size)
-        labels, mask = cxr_labels(s.raw_labels, tasks, uncertain_policy=uncertain_policy)
-        image, patient_id = s.image, s.patient_id
-    else:
-        s = sample_natural(index, seed=seed, size=size)
-        labels = [float(NATURAL_CLASSES[s.cls] == t) for t in tasks]
-        mask = [1.0] * len(tasks)
-        image, patient_id = s.image, s.patient_id
+    entry = get_kind(kind)
+    sample = entry.draw(index, seed=seed, size=size, style=style)
+    labels, mask = entry.labels(sample, tasks, uncertain_policy)
+    image = sample.image
     return {
         "image_bytes": encode_png(image),
         "height": image.shape[0],
         "width": image.shape[1],
         "channels": 1 if image.ndim == 2 else image.shape[2],
         "example_id": f"synthetic_{kind}/s{seed}/{index:07d}",
-        "patient_id": patient_id,
+        "patient_id": sample.patient_id,
         "labels": labels,
         "mask": mask,
     }
 
 
 def split_patients(
-    patients: Sequence[int], *, seed: int, valid_fraction: float, test_fraction: float
+    kind: str, num_examples: int, *, seed: int, valid_fraction: float, test_fraction: float
 ) -> dict[int, str]:
-    """Seeded patient-level split: maps each patient to "train", "valid" or "test"."""
+    """Seeded patient-level split of examples 0..num_examples-1 of `kind`: patient -> split.
+
+    The converters' split (`splits.split_by_patient`) of the patient numbers.
+    """
     if not (
         0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1
     ):
@@ -801,15 +892,11 @@ def split_patients(
             f"bad split fractions valid={valid_fraction} test={test_fraction}: "
             "each must be in [0, 1) with a sum below 1"
         )
-    unique = sorted(set(patients))
-    order = np.random.default_rng([seed, 7]).permutation(len(unique))
-    n_test = int(round(test_fraction * len(unique)))
-    n_valid = int(round(valid_fraction * len(unique)))
-    out = {}
-    for rank, i in enumerate(order):
-        split = "test" if rank < n_test else "valid" if rank < n_test + n_valid else "train"
-        out[unique[i]] = split
-    return out
+    return split_by_patient(
+        [patient_of(kind, i) for i in range(num_examples)],
+        fractions={"valid": valid_fraction, "test": test_fraction},
+        seed=seed,
+    )
 
 
 def write_synthetic_dataset(
@@ -849,7 +936,8 @@ def write_synthetic_dataset(
     # Validates kind and tasks up front.
     _render((kind, 0, seed, 8, tasks, uncertain_policy, fundus_style))
     assignment = split_patients(
-        [patient_of(kind, i) for i in range(num_examples)],
+        kind,
+        num_examples,
         seed=seed,
         valid_fraction=valid_fraction,
         test_fraction=test_fraction,
@@ -938,14 +1026,12 @@ def _finalize(
     from transfusion_tf.data import writer as writer_lib
 
     splits = tuple(writers)
-    label_policy: Any = "exact"
-    if kind == "cxr":
-        label_policy = {"uncertain": uncertain_policy, "blank": "zeros"}
+    entry = get_kind(kind)
     return writer_lib.finalize_dataset(
         stage,
         tasks=tasks,
         source_format=f"synthetic_{kind}",
-        label_policy=label_policy,
+        label_policy=entry.label_policy(uncertain_policy),
         image_encoding="png",
         split_stats={split: writers[split].stats for split in splits},
         extra={
@@ -953,10 +1039,8 @@ def _finalize(
                 "kind": kind,
                 "seed": seed,
                 "image_size": image_size,
-                **({"fundus_style": dataclasses.asdict(fundus_style)} if kind == "fundus" else {}),
+                **({"fundus_style": dataclasses.asdict(fundus_style)} if entry.styled else {}),
             }
         },
-        # Natural classes and the one-hot DR grades are mutually exclusive (checked on write).
-        single_label=kind == "natural"
-        or (kind == "fundus" and all(t.startswith("dr_grade_") for t in tasks)),
+        single_label=entry.single_label(tasks),
     )

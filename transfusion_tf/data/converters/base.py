@@ -13,16 +13,17 @@ import csv
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from transfusion_tf.config import ConfigBase
 from transfusion_tf.data import fileio
+from transfusion_tf.data.info import SPLITS
+from transfusion_tf.data.splits import split_by_patient
 from transfusion_tf.registry import Registry
 
-SPLITS = ("train", "valid", "test")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 BLANK_POLICIES = ("negative", "ignore")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
@@ -262,35 +263,6 @@ def resolve_under(root: str, relative: str) -> str | None:
     if normalized == ".." or normalized.startswith("../") or normalized == ".":
         return None
     return os.path.join(root, normalized)
-
-
-def split_by_patient(
-    patient_ids: Sequence[str], *, fractions: Mapping[str, float], seed: int
-) -> dict[str, str]:
-    """Assigns each distinct patient to a split; returns {patient_id: split}.
-
-    `fractions` gives the share of patients for each split carved out (e.g. {"valid": 0.1,
-    "test": 0.1}); the rest go to "train". Patients are sorted, then permuted by a
-    `numpy.random.default_rng(seed)`, so the result depends only on the set of ids and the seed.
-    A split asked for with a positive fraction gets at least one patient while train keeps one.
-    """
-    patients = sorted(set(patient_ids))
-    order = np.random.default_rng(seed).permutation(len(patients))
-    shuffled = [patients[i] for i in order]
-    assignment: dict[str, str] = {}
-    start = 0
-    for split in sorted(fractions, key=lambda s: SPLITS.index(s) if s in SPLITS else 99):
-        fraction = fractions[split]
-        count = int(round(fraction * len(patients)))
-        if fraction > 0 and count == 0:
-            count = 1
-        count = min(count, max(0, len(patients) - start - 1))
-        for patient in shuffled[start : start + count]:
-            assignment[patient] = split
-        start += count
-    for patient in shuffled[start:]:
-        assignment[patient] = "train"
-    return assignment
 
 
 def assign_splits(

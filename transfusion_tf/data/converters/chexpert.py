@@ -15,25 +15,9 @@ import os
 import re
 
 from transfusion_tf.data import fileio
+from transfusion_tf.data.chexpert_labels import COMPETITION_TASKS, OBSERVATIONS
 from transfusion_tf.data.converters import base, driver
 
-OBSERVATIONS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-COMPETITION_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 METADATA_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 SOURCE_SPLITS = (("train.csv", "train"), ("valid.csv", "valid"))
 

@@ -7,9 +7,10 @@ No input files: `options.synthetic_kind` picks the generator (fundus, cxr or nat
 
 from __future__ import annotations
 
+from transfusion_tf.data import synthetic as synthetic_lib
 from transfusion_tf.data.converters import base
 
-KINDS = ("fundus", "cxr", "natural")
+KINDS = synthetic_lib.KINDS
 DEFAULT_IMAGE_SIZE = 64
 
 
@@ -29,9 +30,6 @@ def convert_synthetic(*, input_path: str, output_dir: str, options: base.Convert
             "--format=synthetic renders its images on this machine; --backend=ray converts "
             "downloaded layouts (write one with transfusion-synth, then convert it)"
         )
-    # Imported here so that importing the converter registry stays free of TensorFlow.
-    from transfusion_tf.data import synthetic as synthetic_lib
-
     kwargs = {}
     if options.num_shards is not None:
         kwargs["num_shards"] = options.num_shards
