@@ -269,8 +269,6 @@ class TrainParser:
     channels: int
     pixel_dtype: tf.DType
     seed: int
-    num_pipelines: int = 1
-    pipeline_id: int = 0
 
     output_keys: ClassVar[tuple[str, ...]] = (PIXELS_KEY, "labels", "mask", "example_id")
     batch_keys: ClassVar[tuple[str, ...]] = (*output_keys, DRAWS_KEY)
@@ -298,9 +296,9 @@ class TrainParser:
         return self.prepare(example)
 
     def parse_batch(self, index: tf.Tensor, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """Adds the batch's draws, seeded by (seed, global batch index)."""
-        global_index = index * self.num_pipelines + self.pipeline_id
-        batch_seed = tf.stack([tf.constant(self.seed, tf.int64), global_index])
+        """Adds the draws of the batch of global index `index` (int64 scalar over all input
+        pipelines), seeded by (seed, index)."""
+        batch_seed = tf.stack([tf.constant(self.seed, tf.int64), index])
         draws = augment_lib.draw_batch(batch_seed, tf.shape(batch["labels"])[0])
         return dict(batch, **{DRAWS_KEY: draws})
 
@@ -506,38 +504,15 @@ class InputReader:
         batch = self.sharding.per_replica_batch
         ds = ds.batch(batch, drop_remainder=self.training, num_parallel_calls=AUTOTUNE)
         if parser.seeded_batches:
-            ds = ds.enumerate().map(parser.parse_batch)
+            num_pipelines, pipeline_id = self.sharding.num_pipelines, self.sharding.pipeline_id
+            ds = ds.enumerate().map(
+                lambda i, b: parser.parse_batch(i * num_pipelines + pipeline_id, b)
+            )
         if postprocess is not None:
             ds = ds.map(postprocess, num_parallel_calls=AUTOTUNE)
         options = tf.data.Options()
         options.deterministic = True if not self.training else self.deterministic
         return ds.prefetch(AUTOTUNE).with_options(options)
-
-
-def make_parser(
-    *,
-    training: bool,
-    augment: str,
-    image_size: int,
-    channels: int,
-    preprocess_mode: str,
-    pixel_dtype: tf.DType,
-    seed: int = 0,
-    sharding: Sharding = Sharding(),
-) -> Parser:
-    """`TrainParser` for augmented training, else `EvalParser` (also augment="none")."""
-    preprocess_lib.check_mode(preprocess_mode)
-    preprocess_lib.check_channels(channels)
-    if training and augment_lib.get_policy(augment) is not None:
-        return TrainParser(
-            image_size=image_size,
-            channels=channels,
-            pixel_dtype=pixel_dtype,
-            seed=seed,
-            num_pipelines=sharding.num_pipelines,
-            pipeline_id=sharding.pipeline_id,
-        )
-    return EvalParser(image_size=image_size, channels=channels, preprocess_mode=preprocess_mode)
 
 
 def _check_sizes(*, batch_size: int, image_size: int) -> None:
@@ -604,21 +579,21 @@ def build_dataset(
         subset_seed=subset_seed,
         balanced=balanced,
     )
-    parser = make_parser(
-        training=training,
-        augment=augment,
-        image_size=image_size,
-        channels=channels,
-        preprocess_mode=preprocess_mode,
-        pixel_dtype=info_lib.pixel_dtype(info),
-        seed=seed,
-        sharding=sharding,
+    # Un-augmented training parses as evaluation does; augmented training hands integer
+    # pixels and draws on, which `DeferredAugment` finishes here or in the train step.
+    parser: Parser = EvalParser(
+        image_size=image_size, channels=channels, preprocess_mode=preprocess_mode
     )
     host_augment = None
-    if params is not None and not defer_augment:
-        host_augment = DeferredAugment(
-            image_size=image_size, preprocess_mode=preprocess_mode, params=params
+    if params is not None:
+        pixel_dtype = info_lib.pixel_dtype(info)
+        parser = TrainParser(
+            image_size=image_size, channels=channels, pixel_dtype=pixel_dtype, seed=seed
         )
+        if not defer_augment:
+            host_augment = DeferredAugment(
+                image_size=image_size, preprocess_mode=preprocess_mode, params=params
+            )
     reader = InputReader(
         files=files,
         sharding=sharding,

@@ -13,7 +13,7 @@ import csv
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -198,6 +198,27 @@ def parse_label(
     raise ConversionError(
         f"{where}: unknown label value {text!r}; expected 1, 0, -1 (uncertain) or blank"
     )
+
+
+def parse_row_labels(
+    row: Mapping[str, str], tasks: Sequence[str], *, options: ConvertOptions, where: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(labels, mask), each [len(tasks)], of a CSV row's task columns (`parse_label` each,
+    under the options' uncertain and blank policies).
+
+    `where` is the file and line; the column is added to it in errors.
+    """
+    labels, mask = [], []
+    for task in tasks:
+        label, known = parse_label(
+            row.get(task),
+            uncertain_policy=options.uncertain_policy,
+            blank_policy=options.blank_policy,
+            where=f"{where}: column {task!r}",
+        )
+        labels.append(label)
+        mask.append(known)
+    return tuple(labels), tuple(mask)
 
 
 @dataclasses.dataclass(frozen=True)
