@@ -376,12 +376,15 @@ def select_examples(
     train_examples: int | None,
     subset_seed: int,
     balanced: bool,
+    repeat: bool = True,
 ) -> Selection:
     """The `Selection` of `build_dataset`'s `train_examples` / `subset_seed` / `balanced`.
 
     The whole split is scored, before any sharding: the subset does not depend on the shard
-    count or on the input pipeline this is.
+    count or on the input pipeline this is. Balanced sampling needs a `repeat`ed stream.
     """
+    if balanced and not repeat:
+        raise ValueError("balanced sampling needs a repeated (training) stream")
     if train_examples is None and not balanced:
         return Selection()
     scan = scan_split(dataset_dir, split)
@@ -515,11 +518,28 @@ class InputReader:
         return ds.prefetch(AUTOTUNE).with_options(options)
 
 
-def _check_sizes(*, batch_size: int, image_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+def _pipeline_files(
+    dataset_dir: str,
+    split: str,
+    ctx: tf.distribute.InputContext | None,
+    *,
+    seed: int | None,
+    batch_size: int,
+) -> tuple[list[str], Sharding]:
+    """This input pipeline's shards of `split` (in a `seed`ed order, unless None) and sharding."""
+    files = info_lib.split_files(dataset_dir, split)
+    if not files:
+        raise info_lib.DatasetError(f"split {split!r} of {dataset_dir} has no examples")
+    sharding = Sharding.of(ctx, batch_size=batch_size, num_files=len(files))
+    if seed is not None:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+    return sharding.files(files, dataset_dir=dataset_dir), sharding
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def build_dataset(
@@ -556,21 +576,16 @@ def build_dataset(
     orders, samples and augments them.
     """
     info = info_lib.load_dataset_info(dataset_dir)
-    preprocess_lib.check_mode(preprocess_mode)
+    mode = preprocess_mode
+    preprocess_lib.check_mode(mode)
     preprocess_lib.check_channels(channels)
     params = augment_lib.get_policy(augment) if training else None
     _check_sizes(batch_size=batch_size, image_size=image_size)
     _check_subset_args(train_examples, subset_seed)
-    files = info_lib.split_files(dataset_dir, split)
-    if not files:
-        raise info_lib.DatasetError(f"split {split!r} of {dataset_dir} has no examples")
+    files, sharding = _pipeline_files(
+        dataset_dir, split, input_context, seed=seed if training else None, batch_size=batch_size
+    )
     repeat = training if repeat is None else repeat
-    if balanced and not repeat:
-        raise ValueError("balanced sampling needs a repeated (training) stream")
-    sharding = Sharding.of(input_context, batch_size=batch_size, num_files=len(files))
-    if training:
-        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
-    files = sharding.files(files, dataset_dir=dataset_dir)
     selection = select_examples(
         dataset_dir,
         split,
@@ -578,21 +593,18 @@ def build_dataset(
         train_examples=train_examples,
         subset_seed=subset_seed,
         balanced=balanced,
+        repeat=repeat,
     )
     # Un-augmented training parses as evaluation does; augmented training hands integer
     # pixels and draws on, which `DeferredAugment` finishes here or in the train step.
-    parser: Parser = EvalParser(
-        image_size=image_size, channels=channels, preprocess_mode=preprocess_mode
-    )
+    parser: Parser = EvalParser(image_size=image_size, channels=channels, preprocess_mode=mode)
     host_augment = None
     if params is not None:
-        pixel_dtype = info_lib.pixel_dtype(info)
-        parser = TrainParser(
-            image_size=image_size, channels=channels, pixel_dtype=pixel_dtype, seed=seed
-        )
+        dtype = info_lib.pixel_dtype(info)
+        parser = TrainParser(image_size=image_size, channels=channels, pixel_dtype=dtype, seed=seed)
         if not defer_augment:
             host_augment = DeferredAugment(
-                image_size=image_size, preprocess_mode=preprocess_mode, params=params
+                image_size=image_size, preprocess_mode=mode, params=params
             )
     reader = InputReader(
         files=files,
@@ -604,21 +616,27 @@ def build_dataset(
         shuffle_buffer=shuffle_buffer,
         deterministic=deterministic,
     )
-    ds = reader.read(
+    deferred = " (deferred)" if params is not None and defer_augment else ""
+    augment_text = (augment if training else "none") + deferred
+    _log_pipeline(reader, dataset_dir, split, augment=augment_text, subset=train_examples)
+    return reader.read(
         decoder=Decoder(num_tasks=len(info["tasks"])),
         parser=parser,
         selection=selection,
         postprocess=host_augment,
     )
+
+
+def _log_pipeline(
+    reader: InputReader, dataset_dir: str, split: str, *, augment: str, subset: int | None
+) -> None:
     logging.info(
-        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s%s",
+        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s",
         os.path.basename(os.path.normpath(dataset_dir)),
         split,
-        len(files),
-        sharding.per_replica_batch,
-        training,
-        augment if training else "none",
-        " (deferred)" if params is not None and defer_augment else "",
-        f", subset of {train_examples}" if train_examples else "",
+        len(reader.files),
+        reader.sharding.per_replica_batch,
+        reader.training,
+        augment,
+        f", subset of {subset}" if subset else "",
     )
-    return ds
