@@ -450,3 +450,38 @@ def test_augmented_batches_differ_between_batches_and_epochs(rgb8_dir):
     )
     first, second = list(ds.take(2))
     assert not np.allclose(first["augment"].numpy(), second["augment"].numpy())
+
+
+def test_parsers_have_one_output_structure_each(fundus_dir):
+    """The parser, not the flags, fixes the batch keys: cache, subset and sharding keep them."""
+    eval_keys = set(pipeline.EvalParser.output_keys)
+    train_keys = set(pipeline.TrainParser.batch_keys)
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1)
+    for kwargs in (
+        dict(split="valid", training=False),
+        dict(training=True, augment="none"),
+        dict(training=True, augment="none", cache=True, train_examples=10),
+    ):
+        assert set(_build(fundus_dir, **kwargs).element_spec) == eval_keys, kwargs
+    for kwargs in (
+        dict(training=True, defer_augment=True),
+        dict(training=True, defer_augment=True, cache=True, train_examples=10),
+        dict(training=True, defer_augment=True, input_context=ctx),
+    ):
+        assert set(_build(fundus_dir, **kwargs).element_spec) == train_keys, kwargs
+    # Host augmentation finishes the train parser's batches into images.
+    assert set(_build(fundus_dir, training=True).element_spec) == eval_keys
+
+
+def test_decoder_and_eval_parser_equal_the_exported_preprocessing(fundus_dir):
+    files = info_lib.split_files(fundus_dir, "valid")
+    record = next(iter(tf.data.TFRecordDataset(files[:1])))
+    example = pipeline.Decoder(num_tasks=1).decode(record, tf.constant(files[0]))
+    assert {"image_bytes", "labels", "mask", "example_id", "file"} <= set(example)
+    parser = pipeline.EvalParser(image_size=16, channels=3, preprocess_mode="torch")
+    got = parser.parse(example)
+    assert set(got) == set(parser.output_keys)
+    want = preprocess.decode_and_preprocess(
+        example["image_bytes"], image_size=16, channels=3, mode="torch"
+    )
+    np.testing.assert_allclose(got["image"].numpy(), want.numpy(), atol=1e-6)

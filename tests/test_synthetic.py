@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from transfusion_tf.data import info as info_lib
-from transfusion_tf.data import schema, synthetic
+from transfusion_tf.data import schema, splits, synthetic
 
 
 def test_samplers_are_seeded_per_index():
@@ -150,3 +150,22 @@ def test_bad_arguments(tmp_path):
         synthetic.fundus_image(np.random.default_rng(0), size=16, grade=5)
     with pytest.raises(ValueError, match="unknown findings"):
         synthetic.cxr_image(np.random.default_rng(0), size=16, findings={"Pneumonia": 1.0})
+
+
+def test_every_kind_is_registered_with_its_tasks_and_patients():
+    """Registry completeness: each kind draws, labels and groups its examples by patient."""
+    assert set(synthetic.SYNTHETIC_KINDS.names()) == set(synthetic.KINDS)
+    for kind in synthetic.KINDS:
+        entry = synthetic.get_kind(kind)
+        assert entry.description and entry.tasks == synthetic.default_tasks(kind)
+        sample = entry.draw(0, seed=0, size=16, style=synthetic.DEFAULT_FUNDUS_STYLE)
+        labels, mask = entry.labels(sample, entry.tasks, "ignore")
+        assert len(labels) == len(mask) == len(entry.tasks)
+        per = entry.examples_per_patient
+        assert synthetic.patient_of(kind, per - 1) == 0 and synthetic.patient_of(kind, per) == 1
+
+
+def test_split_is_the_converters_patient_split():
+    got = synthetic.split_patients("cxr", 30, seed=4, valid_fraction=0.2, test_fraction=0.2)
+    want = splits.split_by_patient(list(range(10)), fractions={"valid": 0.2, "test": 0.2}, seed=4)
+    assert got == want

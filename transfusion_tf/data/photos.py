@@ -26,7 +26,7 @@ import numpy as np
 
 from transfusion_tf.data import atomic
 from transfusion_tf.data import writer as writer_lib
-from transfusion_tf.data.converters.base import split_by_patient
+from transfusion_tf.data.splits import split_by_patient
 from transfusion_tf.data.encode import encode_png
 
 PHOTOS = ("china", "flower")

@@ -4,6 +4,12 @@
     -> parse -> [train_examples subset] -> shuffle -> decode + preprocess (parallel, one map)
     -> batch -> [augment the batch] -> prefetch
 
+Three seams, as in TF Model Garden's vision dataloaders: `Decoder` (serialized tf.Example ->
+dict of tensors, the image still encoded), a parser (`EvalParser` or `TrainParser`: decoded
+example -> the model's inputs and targets, one fixed output structure each) and
+`InputReader` (shards -> interleave / shuffle / repeat / batch / prefetch, sharded per
+`tf.distribute.InputContext`). `build_dataset` composes them.
+
 Evaluation and augment="none" run `preprocess.preprocess_image` per image, so their images
 equal `preprocess.decode_and_preprocess` (what an exported model does with bytes). Augmented
 training decodes at the stored bit depth (`dataset_info.json`'s bit_depth: uint8, or uint16
@@ -45,6 +51,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -192,6 +199,349 @@ def _where(file: tf.Tensor, example_id: tf.Tensor) -> tf.Tensor:
     return tf.strings.join(["shard ", file, ", example ", example_id])
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """Decodes a serialized tf.Example (and the path of its shard) into a dict of tensors.
+
+    The dict holds `schema.parse_example`'s features ("image_bytes" string, "height" and
+    "width" int64, "labels" float32 [T], "mask" float32 [T], "example_id" string, ...) and
+    "file", the shard the record came from (for error messages). The image stays encoded: a
+    parser decodes it at the depth it needs.
+    """
+
+    num_tasks: int
+
+    def decode(self, record: tf.Tensor, file: tf.Tensor) -> dict[str, tf.Tensor]:
+        example = schema.parse_example(record, num_tasks=self.num_tasks)
+        example["file"] = file
+        return example
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalParser:
+    """Decoded example -> {"image": float32 [S, S, C] normalised, "labels", "mask", "example_id"}.
+
+    Evaluation and un-augmented training: `preprocess.preprocess_image` per image, so the
+    images equal `preprocess.decode_and_preprocess` (what an exported model does with bytes).
+    `prepare` (decode, resize to [S, S, C] in [0, 1]) is what `cache=True` keeps; `finish`
+    normalises; `parse` = `finish(prepare(example))`, the one per-element map when not cached.
+    """
+
+    image_size: int
+    channels: int
+    preprocess_mode: str
+
+    output_keys: ClassVar[tuple[str, ...]] = ("image", "labels", "mask", "example_id")
+    seeded_batches: ClassVar[bool] = False
+
+    def prepare(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        image = decode_lib.checked_decode_unit_float(
+            example["image_bytes"],
+            height=example["height"],
+            width=example["width"],
+            where=_where(example["file"], example["example_id"]),
+        )
+        image = preprocess_lib.prepare_unit(
+            image, image_size=self.image_size, channels=self.channels
+        )
+        return _with_targets(example, image=image)
+
+    def finish(self, prepared: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        image = preprocess_lib.normalize(prepared["image"], mode=self.preprocess_mode)
+        return _with_targets(prepared, image=image)
+
+    def parse(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return self.finish(self.prepare(example))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParser:
+    """Decoded example -> {"pixels": uint8/uint16 [S, S, C], "labels", "mask", "example_id"}.
+
+    Augmented training: the integer pixels at the stored bit depth (`pixel_dtype`),
+    converted or resized only where they differ from the model input; `parse_batch` adds each
+    batch's augmentation draws "augment" float32 [B, NUM_DRAWS], seeded by (seed, global batch
+    index), which `DeferredAugment` turns into images. `prepare` is what `cache=True` keeps;
+    `finish` is the identity.
+    """
+
+    image_size: int
+    channels: int
+    pixel_dtype: tf.DType
+    seed: int
+
+    output_keys: ClassVar[tuple[str, ...]] = (PIXELS_KEY, "labels", "mask", "example_id")
+    batch_keys: ClassVar[tuple[str, ...]] = (*output_keys, DRAWS_KEY)
+    seeded_batches: ClassVar[bool] = True
+
+    def prepare(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        where = _where(example["file"], example["example_id"])
+        encoded = decode_lib.check_encoded(example["image_bytes"], where=where)
+        # With channels=3 the decoder itself repeats gray and drops alpha (exact).
+        pixels = decode_lib.decode_image(
+            encoded, channels=3 if self.channels == 3 else 0, dtype=self.pixel_dtype
+        )
+        pixels = decode_lib.check_size(
+            pixels, height=example["height"], width=example["width"], where=where
+        )
+        pixels = preprocess_lib.prepare_pixels(
+            pixels, image_size=self.image_size, channels=self.channels
+        )
+        return _with_targets(example, **{PIXELS_KEY: pixels})
+
+    def finish(self, prepared: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return prepared
+
+    def parse(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return self.prepare(example)
+
+    def parse_batch(self, index: tf.Tensor, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Adds the draws of the batch of global index `index` (int64 scalar over all input
+        pipelines), seeded by (seed, index)."""
+        batch_seed = tf.stack([tf.constant(self.seed, tf.int64), index])
+        draws = augment_lib.draw_batch(batch_seed, tf.shape(batch["labels"])[0])
+        return dict(batch, **{DRAWS_KEY: draws})
+
+
+Parser = EvalParser | TrainParser
+
+
+def _with_targets(example: dict[str, tf.Tensor], **images: tf.Tensor) -> dict[str, tf.Tensor]:
+    return {
+        **images,
+        "labels": example["labels"],
+        "mask": example["mask"],
+        "example_id": example["example_id"],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Sharding:
+    """How one input pipeline of a `tf.distribute.InputContext` reads a split.
+
+    `files` are the pipeline's own shards (`i::num_pipelines` of the seeded order) unless
+    there are fewer shards than pipelines: then every pipeline reads all of them and keeps
+    its records `i::num_pipelines` (`shard_records`).
+    """
+
+    num_pipelines: int = 1
+    pipeline_id: int = 0
+    per_replica_batch: int = 1
+    shard_records: bool = False
+
+    @classmethod
+    def of(
+        cls, input_context: tf.distribute.InputContext | None, *, batch_size: int, num_files: int
+    ) -> Sharding:
+        if input_context is None:
+            return cls(per_replica_batch=batch_size)
+        num_pipelines = input_context.num_input_pipelines
+        return cls(
+            num_pipelines=num_pipelines,
+            pipeline_id=input_context.input_pipeline_id,
+            per_replica_batch=input_context.get_per_replica_batch_size(batch_size),
+            shard_records=num_files < num_pipelines,
+        )
+
+    def files(self, files: list[str], *, dataset_dir: str) -> list[str]:
+        if self.shard_records:
+            logging.warning(
+                "%d shards for %d input pipelines in %s: sharding records instead of files",
+                len(files),
+                self.num_pipelines,
+                dataset_dir,
+            )
+        elif self.num_pipelines > 1:
+            return files[self.pipeline_id :: self.num_pipelines]
+        return files
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which records a pipeline keeps: the `train_examples` subset, and balanced sampling."""
+
+    keep_table: tf.lookup.StaticHashTable | None = None
+    balanced: bool = False
+
+    @property
+    def filters(self) -> bool:
+        return self.keep_table is not None or self.balanced
+
+
+def select_examples(
+    dataset_dir: str,
+    split: str,
+    *,
+    tasks: list[str],
+    train_examples: int | None,
+    subset_seed: int,
+    balanced: bool,
+    repeat: bool = True,
+) -> Selection:
+    """The `Selection` of `build_dataset`'s `train_examples` / `subset_seed` / `balanced`.
+
+    The whole split is scored, before any sharding: the subset does not depend on the shard
+    count or on the input pipeline this is. Balanced sampling needs a `repeat`ed stream.
+    """
+    if balanced and not repeat:
+        raise ValueError("balanced sampling needs a repeated (training) stream")
+    if train_examples is None and not balanced:
+        return Selection()
+    scan = scan_split(dataset_dir, split)
+    chosen = np.arange(len(scan["example_id"]))
+    keep_table = None
+    if train_examples is not None:
+        _check_subset_size(train_examples, len(chosen), dataset_dir, split)
+        chosen = select_subset(scan, num_examples=train_examples, subset_seed=subset_seed)
+        keep_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(scan["example_id"][chosen], tf.string),
+                tf.ones([len(chosen)], tf.int32),
+            ),
+            default_value=0,
+        )
+    is_pos = (scan["mask"][chosen, 0] == 1) & (scan["labels"][chosen, 0] >= 0.5)
+    positives, others = int(is_pos.sum()), int((~is_pos).sum())
+    if balanced and min(positives, others) == 0:
+        raise ValueError(
+            f"balanced sampling needs positives and negatives of task {tasks[0]!r}; split "
+            f"{split!r} of {dataset_dir} (subset of {len(chosen)}) has {positives} "
+            f"positives, {others} others"
+        )
+    return Selection(keep_table=keep_table, balanced=balanced)
+
+
+def _is_positive(example: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Balanced sampling's classes: a labelled positive of the first task, or not."""
+    return tf.logical_and(example["mask"][0] == 1.0, example["labels"][0] >= 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputReader:
+    """Reads shards into batches: the tf.data mechanics around a `Decoder` and a parser.
+
+        files -> [file shuffle, repeat] -> parallel interleave -> [shard records]
+        -> [decode, select, prepare + cache] -> [shuffle] -> decode + parse (one parallel map)
+        -> batch -> [parse_batch] -> [postprocess] -> prefetch
+
+    Without filters or a cache, the (record, file) pairs are shuffled as they are and decoded
+    in the one per-element map (one map stage less per element).
+    """
+
+    files: list[str]
+    sharding: Sharding
+    training: bool
+    repeat: bool
+    cache: bool = False
+    seed: int = 0
+    shuffle_buffer: int = 2048
+    deterministic: bool = False
+
+    def _records(self) -> tf.data.Dataset:
+        """(record, file) pairs of this pipeline's shards."""
+        files = self.files
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        if self.training and not self.cache:
+            ds = ds.shuffle(len(files), seed=self.seed, reshuffle_each_iteration=True)
+        if self.repeat and not self.cache:
+            ds = ds.repeat()
+        ds = ds.interleave(
+            lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)),
+            cycle_length=min(len(files), _INTERLEAVE_CYCLE),
+            block_length=1,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True if not self.training else self.deterministic,
+        )
+        if self.sharding.shard_records:
+            ds = ds.shard(self.sharding.num_pipelines, self.sharding.pipeline_id)
+        return ds
+
+    def _stream(self, decoder: Decoder, parser: Parser, selection: Selection, keep=None):
+        """Records with their file, or decoded (with cache, prepared) examples."""
+        ds = self._records()
+        if selection.filters or self.cache:
+            ds = ds.map(decoder.decode, num_parallel_calls=AUTOTUNE)
+        if selection.keep_table is not None:
+            table = selection.keep_table
+            ds = ds.filter(lambda ex: table.lookup(ex["example_id"]) > 0)
+        if keep is not None:
+            ds = ds.filter(keep)
+        if self.cache:
+            ds = ds.map(parser.prepare, num_parallel_calls=AUTOTUNE).cache()
+            if self.repeat:
+                ds = ds.repeat()
+        if self.training:
+            ds = ds.shuffle(self.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True)
+        return ds
+
+    def read(
+        self,
+        *,
+        decoder: Decoder,
+        parser: Parser,
+        selection: Selection = Selection(),
+        postprocess=None,
+    ) -> tf.data.Dataset:
+        """Batches of `parser`'s output (then `postprocess`'s, if given), prefetched."""
+        if selection.balanced:
+            ds = tf.data.Dataset.sample_from_datasets(
+                [
+                    self._stream(decoder, parser, selection, _is_positive),
+                    self._stream(
+                        decoder, parser, selection, lambda ex: tf.logical_not(_is_positive(ex))
+                    ),
+                ],
+                weights=[0.5, 0.5],
+                seed=self.seed,
+            )
+        else:
+            ds = self._stream(decoder, parser, selection)
+        decoded = selection.filters or self.cache
+        cache = self.cache
+
+        def parse(*element):
+            example = element[0] if decoded else decoder.decode(*element)
+            return parser.finish(example) if cache else parser.parse(example)
+
+        ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+        batch = self.sharding.per_replica_batch
+        ds = ds.batch(batch, drop_remainder=self.training, num_parallel_calls=AUTOTUNE)
+        if parser.seeded_batches:
+            num_pipelines, pipeline_id = self.sharding.num_pipelines, self.sharding.pipeline_id
+            ds = ds.enumerate().map(
+                lambda i, b: parser.parse_batch(i * num_pipelines + pipeline_id, b)
+            )
+        if postprocess is not None:
+            ds = ds.map(postprocess, num_parallel_calls=AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = True if not self.training else self.deterministic
+        return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+def _pipeline_files(
+    dataset_dir: str,
+    split: str,
+    ctx: tf.distribute.InputContext | None,
+    *,
+    seed: int | None,
+    batch_size: int,
+) -> tuple[list[str], Sharding]:
+    """This input pipeline's shards of `split` (in a `seed`ed order, unless None) and sharding."""
+    files = info_lib.split_files(dataset_dir, split)
+    if not files:
+        raise info_lib.DatasetError(f"split {split!r} of {dataset_dir} has no examples")
+    sharding = Sharding.of(ctx, batch_size=batch_size, num_files=len(files))
+    if seed is not None:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+    return sharding.files(files, dataset_dir=dataset_dir), sharding
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def build_dataset(
     *,
     dataset_dir: str,
@@ -226,203 +576,67 @@ def build_dataset(
     orders, samples and augments them.
     """
     info = info_lib.load_dataset_info(dataset_dir)
-    preprocess_lib.check_mode(preprocess_mode)
+    mode = preprocess_mode
+    preprocess_lib.check_mode(mode)
     preprocess_lib.check_channels(channels)
     params = augment_lib.get_policy(augment) if training else None
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    _check_sizes(batch_size=batch_size, image_size=image_size)
     _check_subset_args(train_examples, subset_seed)
-    files = info_lib.split_files(dataset_dir, split)
-    if not files:
-        raise info_lib.DatasetError(f"split {split!r} of {dataset_dir} has no examples")
-    num_tasks = len(info["tasks"])
+    files, sharding = _pipeline_files(
+        dataset_dir, split, input_context, seed=seed if training else None, batch_size=batch_size
+    )
     repeat = training if repeat is None else repeat
-    if balanced and not repeat:
-        raise ValueError("balanced sampling needs a repeated (training) stream")
-
-    num_pipelines, pipeline_id = 1, 0
-    per_replica_batch = batch_size
-    if input_context is not None:
-        num_pipelines = input_context.num_input_pipelines
-        pipeline_id = input_context.input_pipeline_id
-        per_replica_batch = input_context.get_per_replica_batch_size(batch_size)
-
-    if training:
-        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
-    shard_records = len(files) < num_pipelines
-    if num_pipelines > 1 and not shard_records:
-        files = files[pipeline_id::num_pipelines]
-    elif shard_records:
-        logging.warning(
-            "%d shards for %d input pipelines in %s: sharding records instead of files",
-            len(files),
-            num_pipelines,
-            dataset_dir,
-        )
-
-    keep_table = None
-    positives = None
-    if train_examples is not None or balanced:
-        # The whole split is scored, before any sharding: the subset does not depend on the
-        # shard count or on the input pipeline this is.
-        scan = scan_split(dataset_dir, split)
-        chosen = np.arange(len(scan["example_id"]))
-        if train_examples is not None:
-            _check_subset_size(train_examples, len(chosen), dataset_dir, split)
-            chosen = select_subset(scan, num_examples=train_examples, subset_seed=subset_seed)
-            keep_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(scan["example_id"][chosen], tf.string),
-                    tf.ones([len(chosen)], tf.int32),
-                ),
-                default_value=0,
-            )
-        is_pos = (scan["mask"][chosen, 0] == 1) & (scan["labels"][chosen, 0] >= 0.5)
-        positives = int(is_pos.sum()), int((~is_pos).sum())
-        if balanced and min(positives) == 0:
-            raise ValueError(
-                f"balanced sampling needs positives and negatives of task "
-                f"{info['tasks'][0]!r}; split {split!r} of {dataset_dir} "
-                f"(subset of {len(chosen)}) has {positives[0]} positives, {positives[1]} others"
-            )
-
-    det = True if not training else deterministic
-    options = tf.data.Options()
-    options.deterministic = det
-
-    def parse(record, file):
-        example = schema.parse_example(record, num_tasks=num_tasks)
-        example["file"] = file
-        return example
-
-    def decode(example):
-        """Parsed example -> dict with "image" float32 [S, S, channels] in [0, 1]."""
-        image = decode_lib.checked_decode_unit_float(
-            example["image_bytes"],
-            height=example["height"],
-            width=example["width"],
-            where=_where(example["file"], example["example_id"]),
-        )
-        image = preprocess_lib.prepare_unit(image, image_size=image_size, channels=channels)
-        return {
-            "image": image,
-            "labels": example["labels"],
-            "mask": example["mask"],
-            "example_id": example["example_id"],
-        }
-
-    pixel_dtype = info_lib.pixel_dtype(info)
-
-    def decode_pixels(example):
-        """Parsed example -> dict with "pixels" uint8/uint16 [S, S, channels] (augmented path).
-
-        With channels=3 the decoder itself repeats gray and drops alpha (exact).
-        """
-        where = _where(example["file"], example["example_id"])
-        encoded = decode_lib.check_encoded(example["image_bytes"], where=where)
-        pixels = decode_lib.decode_image(
-            encoded, channels=3 if channels == 3 else 0, dtype=pixel_dtype
-        )
-        pixels = decode_lib.check_size(
-            pixels, height=example["height"], width=example["width"], where=where
-        )
-        pixels = preprocess_lib.prepare_pixels(pixels, image_size=image_size, channels=channels)
-        return {
-            PIXELS_KEY: pixels,
-            "labels": example["labels"],
-            "mask": example["mask"],
-            "example_id": example["example_id"],
-        }
-
-    # Filters need the parsed example; otherwise the (record, file) pairs are shuffled as they
-    # are and parsed in the one per-element map (one map stage less per element).
-    parse_early = keep_table is not None or balanced or cache
-
-    def finish(*element):
-        """Parses (unless done), decodes (unless cached) and preprocesses one element."""
-        example = element[0] if parse_early else parse(*element)
-        if params is None:
-            image = (example if cache else decode(example))["image"]
-            image = preprocess_lib.normalize(image, mode=preprocess_mode)
-            return {
-                "image": image,
-                "labels": example["labels"],
-                "mask": example["mask"],
-                "example_id": example["example_id"],
-            }
-        return example if cache else decode_pixels(example)
-
-    def add_draws(index, batch):
-        """The augmentation draws of a batch, seeded by (seed, global batch index)."""
-        batch_seed = tf.stack([tf.constant(seed, tf.int64), index * num_pipelines + pipeline_id])
-        size = tf.shape(batch["labels"])[0]
-        draws = augment_lib.draw_batch(batch_seed, size)
-        return dict(batch, **{DRAWS_KEY: draws})
-
-    def stream(keep=None) -> tf.data.Dataset:
-        """Records with their file, or parsed (with cache, decoded) examples."""
-        ds = tf.data.Dataset.from_tensor_slices(files)
-        if training and not cache:
-            ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        if repeat and not cache:
-            ds = ds.repeat()
-        ds = ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)),
-            cycle_length=min(len(files), _INTERLEAVE_CYCLE),
-            block_length=1,
-            num_parallel_calls=AUTOTUNE,
-            deterministic=det,
-        )
-        if shard_records:
-            ds = ds.shard(num_pipelines, pipeline_id)
-        if parse_early:
-            ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
-        if keep_table is not None:
-            ds = ds.filter(lambda ex: keep_table.lookup(ex["example_id"]) > 0)
-        if keep is not None:
-            ds = ds.filter(keep)
-        if cache:
-            cached = decode if params is None else decode_pixels
-            ds = ds.map(cached, num_parallel_calls=AUTOTUNE).cache()
-            if repeat:
-                ds = ds.repeat()
-        if training:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        return ds
-
-    if balanced:
-
-        def is_positive(ex):
-            return tf.logical_and(ex["mask"][0] == 1.0, ex["labels"][0] >= 0.5)
-
-        ds = tf.data.Dataset.sample_from_datasets(
-            [stream(is_positive), stream(lambda ex: tf.logical_not(is_positive(ex)))],
-            weights=[0.5, 0.5],
-            seed=seed,
-        )
-    else:
-        ds = stream()
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(per_replica_batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    selection = select_examples(
+        dataset_dir,
+        split,
+        tasks=info["tasks"],
+        train_examples=train_examples,
+        subset_seed=subset_seed,
+        balanced=balanced,
+        repeat=repeat,
+    )
+    # Un-augmented training parses as evaluation does; augmented training hands integer
+    # pixels and draws on, which `DeferredAugment` finishes here or in the train step.
+    parser: Parser = EvalParser(image_size=image_size, channels=channels, preprocess_mode=mode)
+    host_augment = None
     if params is not None:
-        ds = ds.enumerate().map(add_draws)
+        dtype = info_lib.pixel_dtype(info)
+        parser = TrainParser(image_size=image_size, channels=channels, pixel_dtype=dtype, seed=seed)
         if not defer_augment:
-            augment_fn = DeferredAugment(
-                image_size=image_size, preprocess_mode=preprocess_mode, params=params
+            host_augment = DeferredAugment(
+                image_size=image_size, preprocess_mode=mode, params=params
             )
-            ds = ds.map(augment_fn, num_parallel_calls=AUTOTUNE)
-    ds = ds.prefetch(AUTOTUNE).with_options(options)
+    reader = InputReader(
+        files=files,
+        sharding=sharding,
+        training=training,
+        repeat=repeat,
+        cache=cache,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        deterministic=deterministic,
+    )
+    deferred = " (deferred)" if params is not None and defer_augment else ""
+    augment_text = (augment if training else "none") + deferred
+    _log_pipeline(reader, dataset_dir, split, augment=augment_text, subset=train_examples)
+    return reader.read(
+        decoder=Decoder(num_tasks=len(info["tasks"])),
+        parser=parser,
+        selection=selection,
+        postprocess=host_augment,
+    )
+
+
+def _log_pipeline(
+    reader: InputReader, dataset_dir: str, split: str, *, augment: str, subset: int | None
+) -> None:
     logging.info(
-        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s%s",
+        "input pipeline %s/%s: %d files, per-replica batch %d, training=%s, augment=%s%s",
         os.path.basename(os.path.normpath(dataset_dir)),
         split,
-        len(files),
-        per_replica_batch,
-        training,
-        augment if training else "none",
-        " (deferred)" if params is not None and defer_augment else "",
-        f", subset of {train_examples}" if train_examples else "",
+        len(reader.files),
+        reader.sharding.per_replica_batch,
+        reader.training,
+        augment,
+        f", subset of {subset}" if subset else "",
     )
-    return ds

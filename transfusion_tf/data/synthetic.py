@@ -21,8 +21,10 @@ the number of examples asked for, and group images by patient so splits can be p
     CheXpert-style values (1.0, 0.0, -1.0 or None = blank) for all 14 CheXpert observations.
   - `sample_natural(index, *, seed, size)` -> NaturalSample (no patients: one "patient" per image).
 
-`write_synthetic_dataset` renders N examples (a spawn-based process pool when workers > 1),
-splits them by patient and writes PNG shards plus dataset_info.json through `writer`.
+`SYNTHETIC_KINDS` holds one `SyntheticKind` per kind (its sampler, labels, default tasks and
+description). `write_synthetic_dataset` renders N examples of a kind (a spawn-based process
+pool when workers > 1), splits them by patient with the converters' `splits.split_by_patient`
+and writes PNG shards plus dataset_info.json through `writer`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import dataclasses
 import functools
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,8 @@ from transfusion_tf.data import atomic
 from transfusion_tf.data.chexpert_labels import COMPETITION_TASKS as CHEXPERT_COMPETITION_TASKS
 from transfusion_tf.data.chexpert_labels import OBSERVATIONS as CHEXPERT_OBSERVATIONS
 from transfusion_tf.data.encode import encode_png
+from transfusion_tf.data.splits import split_by_patient
+from transfusion_tf.registry import Registry
 
 KINDS = ("fundus", "cxr", "natural")
 _KIND_CODE = {"fundus": 1, "cxr": 2, "natural": 3}
@@ -213,26 +217,55 @@ def fundus_image(
     eye: str = "right",
     style: FundusStyle = DEFAULT_FUNDUS_STYLE,
 ) -> np.ndarray:
-    """A synthetic colour fundus photograph of ICDR `grade` (0-4), uint8 [size, size, 3]."""
+    """A synthetic colour fundus photograph of ICDR `grade` (0-4), uint8 [size, size, 3].
+
+    Drawn in steps from one generator, in this order: the background, the anatomy, the
+    exposure and sensor noise, then the lesions (so with the same generator two grades differ
+    only where lesions are drawn).
+    """
     if grade not in range(5):
         raise ValueError(f"DR grade must be 0..4, got {grade}")
     if eye not in ("left", "right"):
         raise ValueError(f"eye must be 'left' or 'right', got {eye!r}")
+    img = _fundus_background(rng, size)
+    disc, macula = _fundus_anatomy(rng, img, eye=eye)
+    gain = rng.uniform(0.75, 1.15)
+    sensor_noise = rng.normal(0.0, 0.015, img.shape).astype(np.float32)
+    _fundus_lesions(rng, img, grade=grade, style=style, disc=disc, macula=macula)
+    yy, xx = _grid(size)
+    px = size / 2.0
+    img = img * gain + sensor_noise
+    fov = np.clip((0.93 - np.sqrt(yy**2 + xx**2)) * px, 0.0, 1.0)  # black outside the view
+    img = img * fov[:, :, None] + 0.01
+    return _to_uint8(img)
+
+
+def _fundus_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The orange retina with texture and vignetting, float32 [size, size, 3]."""
     yy, xx = _grid(size)
     r2 = yy**2 + xx**2
     base = np.array([0.82, 0.36, 0.13], np.float32) * rng.uniform(0.8, 1.1, 3).astype(np.float32)
     texture = 1.0 + 0.06 * _smooth_noise(rng, size, 6)
     vignette = np.clip(1.0 - 0.45 * r2 * rng.uniform(0.7, 1.3), 0.15, 1.0)
-    img = base[None, None, :] * (texture * vignette)[:, :, None]
+    return base[None, None, :] * (texture * vignette)[:, :, None]
 
-    side = 1.0 if eye == "right" else -1.0  # optic disc on the nasal side
+
+def _fundus_anatomy(
+    rng: np.random.Generator, img: np.ndarray, *, eye: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Draws the macula, vessel arcades and optic disc into `img`; returns (disc, macula).
+
+    Both are (y, x) centres in unit coordinates; the disc is on the nasal side of `eye`.
+    """
+    size = img.shape[0]
+    yy, xx = _grid(size)
+    side = 1.0 if eye == "right" else -1.0
     disc_y = rng.uniform(-0.12, 0.12)
     disc_x = side * rng.uniform(0.38, 0.5)
     macula = (disc_y + rng.uniform(-0.05, 0.05), disc_x - side * rng.uniform(0.45, 0.55))
     mac = np.exp(-((yy - macula[0]) ** 2 + (xx - macula[1]) ** 2) / (2 * 0.09**2))
     img *= (1.0 - 0.35 * mac)[:, :, None]
     px = size / 2.0
-
     vessel_color = np.array([0.5, 0.08, 0.05], np.float32)
     for up in (-1.0, 1.0):
         for spread in (0.7, 1.2):
@@ -249,31 +282,44 @@ def fundus_image(
             _draw_path(img, path, width_px=width, color=vessel_color, alpha=0.55)
     _discs(img, _to_px(disc_y, size), _to_px(disc_x, size), 0.11 * px, (1.0, 0.86, 0.62), 0.9)
     _discs(img, _to_px(disc_y, size), _to_px(disc_x, size), 0.05 * px, (1.0, 0.95, 0.8), 0.6)
+    return (disc_y, disc_x), macula
 
-    contrast = style.lesion_contrast
 
-    def spots(count: int, radius: tuple[float, float], color, alpha, near=None, spread=0.5):
-        """Draws `count` discs; `alpha` is their opacity before the style's contrast."""
-        if near is None:  # uniform over the central retina
-            rho, phi = 0.75 * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
-            y, x = rho * np.sin(phi), rho * np.cos(phi)
-        else:
-            y = near[0] + spread * rng.standard_normal(count)
-            x = near[1] + spread * rng.standard_normal(count)
-        rad = np.maximum(rng.uniform(*radius, size=count) * px * style.lesion_scale, 0.5)
-        _discs(img, _to_px(y, size), _to_px(x, size), rad, color, min(1.0, alpha * contrast))
+def _spots(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    count: int,
+    radius: tuple[float, float],
+    color: Sequence[float],
+    alpha: float,
+    style: FundusStyle,
+    near: tuple[float, float] | None = None,
+    spread: float = 0.5,
+) -> None:
+    """Draws `count` lesion-like discs; `alpha` is their opacity before the style's contrast.
 
-    # Exposure and sensor noise are drawn before the lesions, so with the same generator two
-    # grades differ only where lesions are drawn.
-    gain = rng.uniform(0.75, 1.15)
-    sensor_noise = rng.normal(0.0, 0.015, img.shape).astype(np.float32)
-    # Distractors at every grade: pale drusen-like specks and dark pigment dots.
-    many = style.distractors
-    spots(int(rng.integers(0, max(1, round(4 * many)))), (0.008, 0.016), (0.95, 0.8, 0.5), 0.45)
-    spots(int(rng.integers(0, max(1, round(3 * many)))), (0.006, 0.012), (0.35, 0.12, 0.05), 0.5)
-    # This image's lesion visibility (drawn only for a style that asks for it, so the default
-    # style's images stay those of earlier versions).
-    seen = 1.0 if style.min_visibility >= 1 else rng.uniform(style.min_visibility, 1.0)
+    Placed uniformly over the central retina, or normally around `near` (unit coordinates).
+    """
+    size = img.shape[0]
+    px = size / 2.0
+    if near is None:
+        rho, phi = 0.75 * np.sqrt(rng.uniform(size=count)), rng.uniform(0, 2 * np.pi, count)
+        y, x = rho * np.sin(phi), rho * np.cos(phi)
+    else:
+        y = near[0] + spread * rng.standard_normal(count)
+        x = near[1] + spread * rng.standard_normal(count)
+    rad = np.maximum(rng.uniform(*radius, size=count) * px * style.lesion_scale, 0.5)
+    alpha = min(1.0, alpha * style.lesion_contrast)
+    _discs(img, _to_px(y, size), _to_px(x, size), rad, color, alpha)
+
+
+def _lesion_counts(rng: np.random.Generator, grade: int) -> tuple[int, ...]:
+    """(micro-aneurysms, haemorrhages, exudates, cotton-wool spots, new vessels) of `grade`.
+
+    The counts of every grade are drawn, whichever is asked for, so the generator moves on
+    the same for all grades.
+    """
     lesions = {
         0: (0, 0, 0, 0, 0),
         1: (rng.integers(2, 5), 0, 0, 0, 0),
@@ -281,15 +327,46 @@ def fundus_image(
         3: (rng.integers(8, 16), rng.integers(4, 9), rng.integers(3, 8), rng.integers(1, 3), 0),
         4: (rng.integers(10, 20), rng.integers(6, 12), rng.integers(4, 10), rng.integers(1, 4), 2),
     }[grade]
-    n_ma, n_haem, n_exud, n_cws, n_nv = (int(v) for v in lesions)
-    spots(n_ma, (0.012, 0.02), (0.45, 0.04, 0.03), 0.9 * seen)
-    spots(n_haem, (0.03, 0.06), (0.42, 0.05, 0.03), 0.8 * seen)
-    spots(n_exud, (0.015, 0.03), (0.98, 0.9, 0.45), 0.85 * seen, near=macula, spread=0.22)
-    spots(n_cws, (0.04, 0.06), (0.95, 0.9, 0.8), 0.5 * seen)
+    return tuple(int(v) for v in lesions)
+
+
+def _fundus_lesions(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    grade: int,
+    style: FundusStyle,
+    disc: tuple[float, float],
+    macula: tuple[float, float],
+) -> None:
+    """Draws the distractors every grade shows, then the lesions of `grade`, into `img`."""
+    spots = functools.partial(_spots, rng, img, style=style)
+    # Distractors at every grade: pale drusen-like specks and dark pigment dots.
+    many = style.distractors
+    count = int(rng.integers(0, max(1, round(4 * many))))
+    spots(count=count, radius=(0.008, 0.016), color=(0.95, 0.8, 0.5), alpha=0.45)
+    count = int(rng.integers(0, max(1, round(3 * many))))
+    spots(count=count, radius=(0.006, 0.012), color=(0.35, 0.12, 0.05), alpha=0.5)
+    # This image's lesion visibility (drawn only for a style that asks for it, so the default
+    # style's images stay those of earlier versions).
+    seen = 1.0 if style.min_visibility >= 1 else rng.uniform(style.min_visibility, 1.0)
+    n_ma, n_haem, n_exud, n_cws, n_nv = _lesion_counts(rng, grade)
+    spots(count=n_ma, radius=(0.012, 0.02), color=(0.45, 0.04, 0.03), alpha=0.9 * seen)
+    spots(count=n_haem, radius=(0.03, 0.06), color=(0.42, 0.05, 0.03), alpha=0.8 * seen)
+    spots(
+        count=n_exud,
+        radius=(0.015, 0.03),
+        color=(0.98, 0.9, 0.45),
+        alpha=0.85 * seen,
+        near=macula,
+        spread=0.22,
+    )
+    spots(count=n_cws, radius=(0.04, 0.06), color=(0.95, 0.9, 0.8), alpha=0.5 * seen)
+    px = img.shape[0] / 2.0
     for _ in range(n_nv):
         path = _walk(
             rng,
-            start=(disc_y, disc_x),
+            start=disc,
             angle=rng.uniform(0, 2 * np.pi),
             length=0.35,
             curvature=0.0,
@@ -297,11 +374,6 @@ def fundus_image(
             step=0.5 / px,
         )
         _draw_path(img, path, width_px=0.004 * px, color=(0.6, 0.1, 0.08), alpha=0.8 * seen)
-
-    img = img * gain + sensor_noise
-    fov = np.clip((0.93 - np.sqrt(r2)) * px, 0.0, 1.0)  # circular field of view, black outside
-    img = img * fov[:, :, None] + 0.01
-    return _to_uint8(img)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,85 +446,133 @@ def cxr_image(
     img = np.full((size, size), 0.06, np.float32)
     thorax = ((yy - 0.05) / 0.98) ** 2 + (xx / rng.uniform(0.8, 0.9)) ** 2 < 1.0
     img = np.where(thorax, 0.5 + 0.03 * noise, img)
-
-    def soft_ellipse(cy, cx, ry, rx, edge=0.06):
-        d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
-        return np.clip((1.0 - d) / edge, 0.0, 1.0)
-
     if view == "lateral":
-        lung = soft_ellipse(-0.05, 0.0, 0.6, 0.45)
-        heart = soft_ellipse(0.3, -0.2, 0.25, 0.22 * (1 + 0.5 * sev["Cardiomegaly"]))
-        img = img - 0.3 * lung + 0.2 * heart * lung
-        opac = sev["Pleural Effusion"] * (yy > 0.35) + 0.6 * sev["Edema"] * lung
-        img = img + 0.25 * opac * lung
+        img = _cxr_lateral(img, sev)
     else:
-        lungs = []
-        vol_loss = 0.15 * sev["Atelectasis"]
-        at_side = rng.choice([-1.0, 1.0])
-        for side in (-1.0, 1.0):
-            ry = 0.55 * rng.uniform(0.95, 1.05) * (1.0 - (vol_loss if side == at_side else 0.0))
-            lungs.append(soft_ellipse(-0.05 - (0.55 - ry) * 0.5, side * 0.37, ry, 0.28))
-        lung = np.maximum(*lungs)
-        img = img - 0.33 * lung
-        # Ribs: bright arcs across each lung field, posterior ribs curve down laterally.
-        for k in range(9):
-            y0 = -0.6 + 0.14 * k + rng.uniform(-0.02, 0.02)
-            curve = y0 + 0.35 * (np.abs(xx) - 0.1) ** 2 - 0.15 * np.abs(xx)
-            band = np.clip(1.0 - np.abs(yy - curve) / 0.025, 0.0, 1.0)
-            img = img + 0.09 * band * lung
-        img = img + 0.22 * np.clip(1.0 - np.abs(xx) / 0.09, 0.0, 1.0) * thorax  # spine
-        heart_rx = 0.2 * rng.uniform(0.9, 1.08) * (1.0 + 0.6 * sev["Cardiomegaly"])
-        heart = soft_ellipse(0.2, 0.06 + 0.35 * (heart_rx - 0.2), 0.22, heart_rx, edge=0.1)
-        img = np.maximum(img, (0.66 + 0.03 * noise) * heart + img * (1 - heart))
-        dome = 0.48 + 0.08 * xx**2 - 0.12 * np.cos(xx * 4.0) ** 2
-        img = np.where(yy > dome + 0.08, np.maximum(img, 0.52 + 0.02 * noise), img)
-
-        if sev["Pleural Effusion"] > 0:
-            s = sev["Pleural Effusion"]
-            sides = [-1.0, 1.0] if rng.uniform() < 0.5 else [rng.choice([-1.0, 1.0])]
-            for side in sides:
-                level = 0.5 - 0.4 * s + 0.25 * (np.abs(xx - side * 0.37) - 0.28) ** 1
-                meniscus = np.clip((yy - level) / 0.06, 0.0, 1.0) * (np.sign(xx) == side)
-                img = img + 0.33 * s * meniscus * lung
-        if sev["Edema"] > 0:
-            s = sev["Edema"]
-            hilum = sum(
-                np.exp(-((yy - 0.0) ** 2 + (xx - side * 0.2) ** 2) / (2 * 0.22**2))
-                for side in (-1.0, 1.0)
-            )
-            img = img + 0.22 * s * hilum * lung * (1.0 + 0.3 * noise)
-            for _ in range(int(6 * s)):  # Kerley B lines at the lung bases
-                y = rng.uniform(0.2, 0.45)
-                side = rng.choice([-1.0, 1.0])
-                line = (np.abs(yy - y) < 0.008) & (np.abs(xx - side * 0.6) < 0.05)
-                img = img + 0.15 * line * lung
-        if sev["Consolidation"] > 0:
-            s = sev["Consolidation"]
-            side = rng.choice([-1.0, 1.0])
-            cy, cx = rng.uniform(-0.3, 0.35), side * rng.uniform(0.28, 0.45)
-            patch = np.zeros_like(img)
-            for _ in range(4):
-                patch = np.maximum(
-                    patch,
-                    soft_ellipse(
-                        cy + rng.uniform(-0.08, 0.08),
-                        cx + rng.uniform(-0.06, 0.06),
-                        rng.uniform(0.06, 0.12),
-                        rng.uniform(0.05, 0.1),
-                        edge=0.3,
-                    ),
-                )
-            img = img + 0.4 * s * patch * lung
-        if sev["Atelectasis"] > 0:
-            s = sev["Atelectasis"]
-            y = rng.uniform(0.15, 0.35)
-            tilt = rng.uniform(-0.25, 0.25)
-            band = np.clip(1.0 - np.abs(yy - y - tilt * (xx - at_side * 0.37)) / 0.03, 0.0, 1.0)
-            img = img + 0.3 * s * band * (np.sign(xx) == at_side) * lung
-
+        img, lung, at_side = _cxr_frontal_anatomy(rng, img, sev=sev, thorax=thorax, noise=noise)
+        img = _cxr_frontal_findings(rng, img, sev=sev, lung=lung, noise=noise, at_side=at_side)
     img = (img - 0.06) * rng.uniform(0.85, 1.15) + 0.06 + rng.uniform(-0.05, 0.05)
     img = img + rng.normal(0.0, 0.02, img.shape).astype(np.float32)
     return _to_uint8(img)
+
+
+def _soft_ellipse(
+    size: int, cy: float, cx: float, ry: float, rx: float, edge: float = 0.06
+) -> np.ndarray:
+    """An ellipse (unit coordinates) with a linear soft edge, float [size, size] in [0, 1]."""
+    yy, xx = _grid(size)
+    d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    return np.clip((1.0 - d) / edge, 0.0, 1.0)
+
+
+def _cxr_lateral(img: np.ndarray, sev: Mapping[str, float]) -> np.ndarray:
+    """The lateral view: one lung field, the heart, effusion and edema opacity (no draws)."""
+    size = img.shape[0]
+    yy, _ = _grid(size)
+    lung = _soft_ellipse(size, -0.05, 0.0, 0.6, 0.45)
+    heart = _soft_ellipse(size, 0.3, -0.2, 0.25, 0.22 * (1 + 0.5 * sev["Cardiomegaly"]))
+    img = img - 0.3 * lung + 0.2 * heart * lung
+    opac = sev["Pleural Effusion"] * (yy > 0.35) + 0.6 * sev["Edema"] * lung
+    return img + 0.25 * opac * lung
+
+
+def _cxr_frontal_anatomy(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    sev: Mapping[str, float],
+    thorax: np.ndarray,
+    noise: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lungs (one smaller with atelectasis), ribs, spine, heart and diaphragm of a frontal view.
+
+    Returns (image, lung coverage [size, size], the side -1.0 / 1.0 of the atelectasis).
+    """
+    size = img.shape[0]
+    yy, xx = _grid(size)
+    lungs = []
+    vol_loss = 0.15 * sev["Atelectasis"]
+    at_side = rng.choice([-1.0, 1.0])
+    for side in (-1.0, 1.0):
+        ry = 0.55 * rng.uniform(0.95, 1.05) * (1.0 - (vol_loss if side == at_side else 0.0))
+        lungs.append(_soft_ellipse(size, -0.05 - (0.55 - ry) * 0.5, side * 0.37, ry, 0.28))
+    lung = np.maximum(*lungs)
+    img = img - 0.33 * lung
+    # Ribs: bright arcs across each lung field, posterior ribs curve down laterally.
+    for k in range(9):
+        y0 = -0.6 + 0.14 * k + rng.uniform(-0.02, 0.02)
+        curve = y0 + 0.35 * (np.abs(xx) - 0.1) ** 2 - 0.15 * np.abs(xx)
+        band = np.clip(1.0 - np.abs(yy - curve) / 0.025, 0.0, 1.0)
+        img = img + 0.09 * band * lung
+    img = img + 0.22 * np.clip(1.0 - np.abs(xx) / 0.09, 0.0, 1.0) * thorax  # spine
+    heart_rx = 0.2 * rng.uniform(0.9, 1.08) * (1.0 + 0.6 * sev["Cardiomegaly"])
+    heart = _soft_ellipse(size, 0.2, 0.06 + 0.35 * (heart_rx - 0.2), 0.22, heart_rx, edge=0.1)
+    img = np.maximum(img, (0.66 + 0.03 * noise) * heart + img * (1 - heart))
+    dome = 0.48 + 0.08 * xx**2 - 0.12 * np.cos(xx * 4.0) ** 2
+    img = np.where(yy > dome + 0.08, np.maximum(img, 0.52 + 0.02 * noise), img)
+    return img, lung, at_side
+
+
+def _cxr_frontal_findings(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    *,
+    sev: Mapping[str, float],
+    lung: np.ndarray,
+    noise: np.ndarray,
+    at_side: float,
+) -> np.ndarray:
+    """The signs of the present findings on a frontal view, drawn in a fixed order."""
+    size = img.shape[0]
+    yy, xx = _grid(size)
+    if sev["Pleural Effusion"] > 0:  # basal opacity with a meniscus, one or both sides
+        s = sev["Pleural Effusion"]
+        sides = [-1.0, 1.0] if rng.uniform() < 0.5 else [rng.choice([-1.0, 1.0])]
+        for side in sides:
+            level = 0.5 - 0.4 * s + 0.25 * (np.abs(xx - side * 0.37) - 0.28) ** 1
+            meniscus = np.clip((yy - level) / 0.06, 0.0, 1.0) * (np.sign(xx) == side)
+            img = img + 0.33 * s * meniscus * lung
+    if sev["Edema"] > 0:  # perihilar haze
+        s = sev["Edema"]
+        hilum = sum(
+            np.exp(-((yy - 0.0) ** 2 + (xx - side * 0.2) ** 2) / (2 * 0.22**2))
+            for side in (-1.0, 1.0)
+        )
+        img = img + 0.22 * s * hilum * lung * (1.0 + 0.3 * noise)
+        for _ in range(int(6 * s)):  # Kerley B lines at the lung bases
+            y = rng.uniform(0.2, 0.45)
+            side = rng.choice([-1.0, 1.0])
+            line = (np.abs(yy - y) < 0.008) & (np.abs(xx - side * 0.6) < 0.05)
+            img = img + 0.15 * line * lung
+    if sev["Consolidation"] > 0:
+        img = img + 0.4 * sev["Consolidation"] * _consolidation(rng, size) * lung
+    if sev["Atelectasis"] > 0:  # a plate-like band on the smaller lung
+        s = sev["Atelectasis"]
+        y = rng.uniform(0.15, 0.35)
+        tilt = rng.uniform(-0.25, 0.25)
+        band = np.clip(1.0 - np.abs(yy - y - tilt * (xx - at_side * 0.37)) / 0.03, 0.0, 1.0)
+        img = img + 0.3 * s * band * (np.sign(xx) == at_side) * lung
+    return img
+
+
+def _consolidation(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A dense patch of four overlapping soft ellipses in one lung, float [size, size]."""
+    side = rng.choice([-1.0, 1.0])
+    cy, cx = rng.uniform(-0.3, 0.35), side * rng.uniform(0.28, 0.45)
+    patch = np.zeros((size, size), np.float32)
+    for _ in range(4):
+        patch = np.maximum(
+            patch,
+            _soft_ellipse(
+                size,
+                cy + rng.uniform(-0.08, 0.08),
+                cx + rng.uniform(-0.06, 0.06),
+                rng.uniform(0.06, 0.12),
+                rng.uniform(0.05, 0.1),
+                edge=0.3,
+            ),
+        )
+    return patch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -627,21 +747,114 @@ def sample_natural(index: int, *, seed: int = 0, size: int = 64) -> NaturalSampl
     return NaturalSample(natural_image(rng, size=size, cls=cls), cls, index)
 
 
+# ----------------------------------------------------------------------------- kinds
+@dataclasses.dataclass(frozen=True)
+class SyntheticKind:
+    """One synthetic dataset kind: how example `index` is drawn, labelled and recorded.
+
+    `draw(index, *, seed, size, style)` returns a sample with `.image` (uint8 [H, W] or
+    [H, W, 3]) and `.patient_id`; `labels(sample, tasks, uncertain_policy)` its (labels,
+    mask), each [len(tasks)]; examples `index // examples_per_patient` share a patient.
+    `label_policy(uncertain_policy)` and `single_label(tasks)` go to dataset_info.json;
+    `styled` kinds record their `FundusStyle` there too.
+    """
+
+    description: str
+    tasks: tuple[str, ...]
+    examples_per_patient: int
+    draw: Callable[..., Any]
+    labels: Callable[[Any, tuple[str, ...], str], tuple[list[float], list[float]]]
+    label_policy: Callable[[str], Any] = lambda uncertain_policy: "exact"
+    single_label: Callable[[tuple[str, ...]], bool] = lambda tasks: False
+    styled: bool = False
+
+
+SYNTHETIC_KINDS: Registry[SyntheticKind] = Registry("synthetic kind")
+
+
+def _fundus_labels(
+    sample: FundusSample, tasks: tuple[str, ...], uncertain_policy: str
+) -> tuple[list[float], list[float]]:
+    del uncertain_policy
+    return fundus_labels(sample.grade, tasks), [1.0] * len(tasks)
+
+
+def _cxr_labels(
+    sample: CxrSample, tasks: tuple[str, ...], uncertain_policy: str
+) -> tuple[list[float], list[float]]:
+    return cxr_labels(sample.raw_labels, tasks, uncertain_policy=uncertain_policy)
+
+
+def _natural_labels(
+    sample: NaturalSample, tasks: tuple[str, ...], uncertain_policy: str
+) -> tuple[list[float], list[float]]:
+    del uncertain_policy
+    return [float(NATURAL_CLASSES[sample.cls] == t) for t in tasks], [1.0] * len(tasks)
+
+
+def _draw_cxr(index: int, *, seed: int, size: int, style: FundusStyle) -> CxrSample:
+    del style
+    return sample_cxr(index, seed=seed, size=size)
+
+
+def _draw_natural(index: int, *, seed: int, size: int, style: FundusStyle) -> NaturalSample:
+    del style
+    return sample_natural(index, seed=seed, size=size)
+
+
+SYNTHETIC_KINDS.add(
+    "fundus",
+    SyntheticKind(
+        description="colour fundus photographs graded for diabetic retinopathy (ICDR 0-4)",
+        tasks=("referable_dr",),
+        examples_per_patient=2,
+        draw=sample_fundus,
+        labels=_fundus_labels,
+        # The one-hot DR grades are mutually exclusive (checked on write).
+        single_label=lambda tasks: all(t.startswith("dr_grade_") for t in tasks),
+        styled=True,
+    ),
+)
+SYNTHETIC_KINDS.add(
+    "cxr",
+    SyntheticKind(
+        description="chest radiographs with CheXpert-style labels of the 5 competition findings",
+        tasks=CHEXPERT_COMPETITION_TASKS,
+        examples_per_patient=3,
+        draw=_draw_cxr,
+        labels=_cxr_labels,
+        label_policy=lambda uncertain_policy: {"uncertain": uncertain_policy, "blank": "zeros"},
+    ),
+)
+SYNTHETIC_KINDS.add(
+    "natural",
+    SyntheticKind(
+        description="natural-image-like pictures of 12 shape x texture classes (a source task)",
+        tasks=NATURAL_CLASSES,
+        examples_per_patient=1,
+        draw=_draw_natural,
+        labels=_natural_labels,
+        single_label=lambda tasks: True,  # the classes are mutually exclusive
+    ),
+)
+
+
+def get_kind(kind: str) -> SyntheticKind:
+    """The registry entry of `kind`; ValueError names the known kinds."""
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"unknown synthetic kind {kind!r}; choose from {list(KINDS)}")
+    return SYNTHETIC_KINDS.get(kind)
+
+
 # ----------------------------------------------------------------------------- dataset writing
 def default_tasks(kind: str) -> tuple[str, ...]:
     """The task list of a synthetic dataset kind."""
-    if kind == "fundus":
-        return ("referable_dr",)
-    if kind == "cxr":
-        return CHEXPERT_COMPETITION_TASKS
-    if kind == "natural":
-        return NATURAL_CLASSES
-    raise ValueError(f"unknown synthetic kind {kind!r}; choose from {list(KINDS)}")
+    return get_kind(kind).tasks
 
 
 def patient_of(kind: str, index: int) -> int:
     """The patient number of example `index` (no image is drawn)."""
-    return {"fundus": index // 2, "cxr": index // 3, "natural": index}[kind]
+    return index // get_kind(kind).examples_per_patient
 
 
 def _render(
@@ -649,35 +862,29 @@ def _render(
 ) -> dict[str, Any]:
     """Draws and encodes one example; runs in worker processes (no TensorFlow)."""
     kind, index, seed, size, tasks, uncertain_policy, style = job
-    if kind == "fundus":
-        s = sample_fundus(index, seed=seed, size=size, style=style)
-        labels, mask = fundus_labels(s.grade, tasks), [1.0] * len(tasks)
-        image, patient_id = s.image, s.patient_id
-    elif kind == "cxr":
-        s = sample_cxr(index, seed=seed, size=size)
-        labels, mask = cxr_labels(s.raw_labels, tasks, uncertain_policy=uncertain_policy)
-        image, patient_id = s.image, s.patient_id
-    else:
-        s = sample_natural(index, seed=seed, size=size)
-        labels = [float(NATURAL_CLASSES[s.cls] == t) for t in tasks]
-        mask = [1.0] * len(tasks)
-        image, patient_id = s.image, s.patient_id
+    entry = get_kind(kind)
+    sample = entry.draw(index, seed=seed, size=size, style=style)
+    labels, mask = entry.labels(sample, tasks, uncertain_policy)
+    image = sample.image
     return {
         "image_bytes": encode_png(image),
         "height": image.shape[0],
         "width": image.shape[1],
         "channels": 1 if image.ndim == 2 else image.shape[2],
         "example_id": f"synthetic_{kind}/s{seed}/{index:07d}",
-        "patient_id": patient_id,
+        "patient_id": sample.patient_id,
         "labels": labels,
         "mask": mask,
     }
 
 
 def split_patients(
-    patients: Sequence[int], *, seed: int, valid_fraction: float, test_fraction: float
+    kind: str, num_examples: int, *, seed: int, valid_fraction: float, test_fraction: float
 ) -> dict[int, str]:
-    """Seeded patient-level split: maps each patient to "train", "valid" or "test"."""
+    """Seeded patient-level split of examples 0..num_examples-1 of `kind`: patient -> split.
+
+    The converters' split (`splits.split_by_patient`) of the patient numbers.
+    """
     if not (
         0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1
     ):
@@ -685,15 +892,11 @@ def split_patients(
             f"bad split fractions valid={valid_fraction} test={test_fraction}: "
             "each must be in [0, 1) with a sum below 1"
         )
-    unique = sorted(set(patients))
-    order = np.random.default_rng([seed, 7]).permutation(len(unique))
-    n_test = int(round(test_fraction * len(unique)))
-    n_valid = int(round(valid_fraction * len(unique)))
-    out = {}
-    for rank, i in enumerate(order):
-        split = "test" if rank < n_test else "valid" if rank < n_test + n_valid else "train"
-        out[unique[i]] = split
-    return out
+    return split_by_patient(
+        [patient_of(kind, i) for i in range(num_examples)],
+        fractions={"valid": valid_fraction, "test": test_fraction},
+        seed=seed,
+    )
 
 
 def write_synthetic_dataset(
@@ -733,7 +936,8 @@ def write_synthetic_dataset(
     # Validates kind and tasks up front.
     _render((kind, 0, seed, 8, tasks, uncertain_policy, fundus_style))
     assignment = split_patients(
-        [patient_of(kind, i) for i in range(num_examples)],
+        kind,
+        num_examples,
         seed=seed,
         valid_fraction=valid_fraction,
         test_fraction=test_fraction,
@@ -822,14 +1026,12 @@ def _finalize(
     from transfusion_tf.data import writer as writer_lib
 
     splits = tuple(writers)
-    label_policy: Any = "exact"
-    if kind == "cxr":
-        label_policy = {"uncertain": uncertain_policy, "blank": "zeros"}
+    entry = get_kind(kind)
     return writer_lib.finalize_dataset(
         stage,
         tasks=tasks,
         source_format=f"synthetic_{kind}",
-        label_policy=label_policy,
+        label_policy=entry.label_policy(uncertain_policy),
         image_encoding="png",
         split_stats={split: writers[split].stats for split in splits},
         extra={
@@ -837,10 +1039,8 @@ def _finalize(
                 "kind": kind,
                 "seed": seed,
                 "image_size": image_size,
-                **({"fundus_style": dataclasses.asdict(fundus_style)} if kind == "fundus" else {}),
+                **({"fundus_style": dataclasses.asdict(fundus_style)} if entry.styled else {}),
             }
         },
-        # Natural classes and the one-hot DR grades are mutually exclusive (checked on write).
-        single_label=kind == "natural"
-        or (kind == "fundus" and all(t.startswith("dr_grade_") for t in tasks)),
+        single_label=entry.single_label(tasks),
     )

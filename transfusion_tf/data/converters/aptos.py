@@ -37,8 +37,4 @@ def read_aptos(input_path: str, options: base.ConvertOptions) -> base.Source:
     )
 
 
-@base.CONVERTERS.register("aptos")
-def convert_aptos(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Converts the APTOS 2019 layout to TFRecords in `output_dir`; returns dataset_info."""
-    source = read_aptos(input_path, options)
-    return driver.write_source(source, output_dir=output_dir, options=options)
+convert_aptos = driver.register_reader("aptos", read_aptos, what="the APTOS 2019 layout")

@@ -20,9 +20,10 @@ import numpy as np
 
 from transfusion_tf.config import ConfigBase
 from transfusion_tf.data import fileio
+from transfusion_tf.data.info import SPLITS
+from transfusion_tf.data.splits import split_by_patient
 from transfusion_tf.registry import Registry
 
-SPLITS = ("train", "valid", "test")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 BLANK_POLICIES = ("negative", "ignore")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
@@ -199,6 +200,27 @@ def parse_label(
     )
 
 
+def parse_row_labels(
+    row: Mapping[str, str], tasks: Sequence[str], *, options: ConvertOptions, where: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(labels, mask), each [len(tasks)], of a CSV row's task columns (`parse_label` each,
+    under the options' uncertain and blank policies).
+
+    `where` is the file and line; the column is added to it in errors.
+    """
+    labels, mask = [], []
+    for task in tasks:
+        label, known = parse_label(
+            row.get(task),
+            uncertain_policy=options.uncertain_policy,
+            blank_policy=options.blank_policy,
+            where=f"{where}: column {task!r}",
+        )
+        labels.append(label)
+        mask.append(known)
+    return tuple(labels), tuple(mask)
+
+
 @dataclasses.dataclass(frozen=True)
 class CsvTable:
     """A CSV file read whole: its path, header, and rows as (line number, {column: cell})."""
@@ -262,35 +284,6 @@ def resolve_under(root: str, relative: str) -> str | None:
     if normalized == ".." or normalized.startswith("../") or normalized == ".":
         return None
     return os.path.join(root, normalized)
-
-
-def split_by_patient(
-    patient_ids: Sequence[str], *, fractions: Mapping[str, float], seed: int
-) -> dict[str, str]:
-    """Assigns each distinct patient to a split; returns {patient_id: split}.
-
-    `fractions` gives the share of patients for each split carved out (e.g. {"valid": 0.1,
-    "test": 0.1}); the rest go to "train". Patients are sorted, then permuted by a
-    `numpy.random.default_rng(seed)`, so the result depends only on the set of ids and the seed.
-    A split asked for with a positive fraction gets at least one patient while train keeps one.
-    """
-    patients = sorted(set(patient_ids))
-    order = np.random.default_rng(seed).permutation(len(patients))
-    shuffled = [patients[i] for i in order]
-    assignment: dict[str, str] = {}
-    start = 0
-    for split in sorted(fractions, key=lambda s: SPLITS.index(s) if s in SPLITS else 99):
-        fraction = fractions[split]
-        count = int(round(fraction * len(patients)))
-        if fraction > 0 and count == 0:
-            count = 1
-        count = min(count, max(0, len(patients) - start - 1))
-        for patient in shuffled[start : start + count]:
-            assignment[patient] = split
-        start += count
-    for patient in shuffled[start:]:
-        assignment[patient] = "train"
-    return assignment
 
 
 def assign_splits(

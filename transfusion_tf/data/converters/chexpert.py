@@ -70,22 +70,15 @@ def read_chexpert(input_path: str, options: base.ConvertOptions) -> base.Source:
                 raise base.ConversionError(
                     f"{csv_path}:{line}: cannot find a patient id (patientNNNNN) in Path {cell!r}"
                 )
-            labels, mask = [], []
-            for task in tasks:
-                label, known = base.parse_label(
-                    row.get(task),
-                    uncertain_policy=options.uncertain_policy,
-                    blank_policy=options.blank_policy,
-                    where=f"{csv_path}:{line}: column {task!r}",
-                )
-                labels.append(label)
-                mask.append(known)
+            labels, mask = base.parse_row_labels(
+                row, tasks, options=options, where=f"{csv_path}:{line}"
+            )
             source.records.append(
                 base.SourceRecord(
                     example_id=os.path.splitext(rel)[0],
                     patient_id=match.group(1),
-                    labels=tuple(labels),
-                    mask=tuple(mask),
+                    labels=labels,
+                    mask=mask,
                     path=image_path,
                     split=split,
                 )
@@ -93,8 +86,4 @@ def read_chexpert(input_path: str, options: base.ConvertOptions) -> base.Source:
     return source
 
 
-@base.CONVERTERS.register("chexpert")
-def convert_chexpert(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Converts a CheXpert folder to TFRecords in `output_dir`; returns dataset_info."""
-    source = read_chexpert(input_path, options)
-    return driver.write_source(source, output_dir=output_dir, options=options)
+convert_chexpert = driver.register_reader("chexpert", read_chexpert, what="a CheXpert folder")

@@ -75,23 +75,16 @@ def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Sou
                 )
         else:
             patient = folder.patient_for(image_path)
-        labels, mask = [], []
-        for task in tasks:
-            label, known = base.parse_label(
-                row.get(task),
-                uncertain_policy=options.uncertain_policy,
-                blank_policy=options.blank_policy,
-                where=f"{csv_path}:{line}: column {task!r}",
-            )
-            labels.append(label)
-            mask.append(known)
+        labels, mask = base.parse_row_labels(
+            row, tasks, options=options, where=f"{csv_path}:{line}"
+        )
         rel = os.path.relpath(image_path, root)
         source.records.append(
             base.SourceRecord(
                 example_id=os.path.splitext(rel)[0].replace(os.sep, "/"),
                 patient_id=patient,
-                labels=tuple(labels),
-                mask=tuple(mask),
+                labels=labels,
+                mask=mask,
                 path=image_path,
                 split=split,
             )
@@ -99,8 +92,4 @@ def read_csv_manifest(input_path: str, options: base.ConvertOptions) -> base.Sou
     return source
 
 
-@base.CONVERTERS.register("csv")
-def convert_csv(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Converts a CSV manifest to TFRecords in `output_dir`; returns dataset_info."""
-    source = read_csv_manifest(input_path, options)
-    return driver.write_source(source, output_dir=output_dir, options=options)
+convert_csv = driver.register_reader("csv", read_csv_manifest, what="a CSV manifest")

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,11 +161,7 @@ def _write_local(
     Yields once every image is written under a temporary name; shards get their final names
     when the `with` block ends without error, and are deleted otherwise.
     """
-    if fileio.is_url(output_dir):
-        raise base.ConversionError(
-            f"--output_dir={output_dir}: the local backend writes to a local directory; "
-            "write to a URL with --backend=ray"
-        )
+    _check_local_output(output_dir)
     image_tasks = [t for plan in plans for t in plan.tasks]
     where = {t.index: (plan, i) for plan in plans for i, t in enumerate(plan.tasks)}
     workers = min(options.resolved_workers(), max(1, len(image_tasks)))
@@ -222,6 +218,93 @@ def _write_local(
         yield written
 
 
+def _check_local_output(output_dir: str) -> None:
+    if fileio.is_url(output_dir):
+        raise base.ConversionError(
+            f"--output_dir={output_dir}: the local backend writes to a local directory; "
+            "write to a URL with --backend=ray"
+        )
+
+
+def _usable_records(source: base.Source, *, strict: bool) -> list[base.SourceRecord]:
+    """`source`'s records without duplicates; an empty input (or, `strict`, a skip) raises."""
+    records = _drop_duplicates(source)
+    if not records:
+        detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
+        raise base.ConversionError(
+            f"{source.input_path}: empty input, no images to convert{detail}"
+        )
+    if strict and source.skipped:
+        _raise_strict(source.skipped, source.input_path)
+    return records
+
+
+def plan_splits(
+    records: list[base.SourceRecord], *, source: base.Source, options: base.ConvertOptions
+) -> list[SplitPlan]:
+    """The splits to write, in order: source splits kept or drawn by patient (seeded), each
+    shuffled (seeded), with image tasks numbered in write order across the splits."""
+    records, expected = base.assign_splits(
+        records,
+        valid_fraction=options.valid_fraction,
+        test_fraction=options.test_fraction,
+        seed=options.seed,
+    )
+    base.check_patients_disjoint(records, input_path=source.input_path)
+    rng = np.random.default_rng(options.seed)
+    plans = []
+    start = 0
+    for split in expected:
+        members = [r for r in records if r.split == split]
+        if not members:
+            raise base.ConversionError(
+                f"{source.input_path}: split {split!r} is empty (too few patients or every "
+                "entry filtered out); lower --valid_fraction/--test_fraction or add data"
+            )
+        shuffled = [members[i] for i in rng.permutation(len(members))]
+        tasks = [
+            imageio.ImageTask(
+                index=start + i, path=r.path, array=r.array, image_size=options.image_size
+            )
+            for i, r in enumerate(shuffled)
+        ]
+        start += len(shuffled)
+        num_shards = shards_for(len(shuffled), options.num_shards)
+        plans.append(SplitPlan(split=split, records=shuffled, tasks=tasks, num_shards=num_shards))
+    return plans
+
+
+def _checked_skips(
+    written: SplitsWritten,
+    *,
+    source: base.Source,
+    plans: Sequence[SplitPlan],
+    strict: bool,
+) -> list[dict[str, str]]:
+    """All skipped inputs (the source's, then the backend's); raises under `strict` or when a
+    split lost every image."""
+    skipped = list(source.skipped) + written.skipped
+    if strict and skipped:
+        _raise_strict(skipped, source.input_path)
+    sizes = {plan.split: len(plan.records) for plan in plans}
+    for split, split_stats in written.stats.items():
+        if split_stats.num_examples == 0:
+            raise base.ConversionError(
+                f"{source.input_path}: split {split!r} is empty: all of its "
+                f"{sizes[split]} images were skipped"
+            )
+    return skipped
+
+
+def _backend(options: base.ConvertOptions) -> Callable[..., Any]:
+    """The `write_splits` context manager of `options.backend` (local or ray)."""
+    if options.backend == "ray":
+        from transfusion_tf.data.converters import ray_backend
+
+        return ray_backend.write_splits
+    return _write_local
+
+
 def write_source(source: base.Source, *, output_dir: str, options: base.ConvertOptions) -> dict:
     """Writes `source` as a dataset in `output_dir`; returns its dataset_info dict.
 
@@ -234,63 +317,20 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
     (`atomic.staged_dataset`): an old dataset in `output_dir` stays loadable until then, and a
     failed or interrupted conversion (SIGINT, SIGTERM) leaves it as it was.
     """
-    if options.backend != "ray" and fileio.is_url(output_dir):
-        raise base.ConversionError(
-            f"--output_dir={output_dir}: the local backend writes to a local directory; "
-            "write to a URL with --backend=ray"
-        )
+    if options.backend != "ray":
+        _check_local_output(output_dir)
     atomic.check_output_dir(output_dir, overwrite=options.overwrite)
-    records = _drop_duplicates(source)
-    if not records:
-        detail = f"; all {len(source.skipped)} listed inputs were skipped" if source.skipped else ""
-        raise base.ConversionError(
-            f"{source.input_path}: empty input, no images to convert{detail}"
-        )
-    if options.strict and source.skipped:
-        _raise_strict(source.skipped, source.input_path)
-    records, expected = base.assign_splits(
-        records,
-        valid_fraction=options.valid_fraction,
-        test_fraction=options.test_fraction,
-        seed=options.seed,
-    )
-    base.check_patients_disjoint(records, input_path=source.input_path)
-    rng = np.random.default_rng(options.seed)
-    by_split: dict[str, list[base.SourceRecord]] = {}
-    for split in expected:
-        members = [r for r in records if r.split == split]
-        if not members:
-            raise base.ConversionError(
-                f"{source.input_path}: split {split!r} is empty (too few patients or every "
-                "entry filtered out); lower --valid_fraction/--test_fraction or add data"
-            )
-        by_split[split] = [members[i] for i in rng.permutation(len(members))]
-    ordered = [(split, r) for split in expected for r in by_split[split]]
-    image_tasks = [
-        imageio.ImageTask(index=i, path=r.path, array=r.array, image_size=options.image_size)
-        for i, (_, r) in enumerate(ordered)
-    ]
+    records = _usable_records(source, strict=options.strict)
+    plans = plan_splits(records, source=source, options=options)
+    num_images = sum(len(plan.tasks) for plan in plans)
     logging.info(
         "converting %d images from %s (%s), backend %s",
-        len(image_tasks),
+        num_images,
         source.input_path,
         source.source_format,
         options.backend,
     )
-    plans = [
-        SplitPlan(
-            split=split,
-            records=[r for s, r in ordered if s == split],
-            tasks=[t for t, (s, _) in zip(image_tasks, ordered, strict=True) if s == split],
-            num_shards=shards_for(len(by_split[split]), options.num_shards),
-        )
-        for split in expected
-    ]
-    write_splits = _write_local
-    if options.backend == "ray":
-        from transfusion_tf.data.converters import ray_backend
-
-        write_splits = ray_backend.write_splits
+    write_splits = _backend(options)
     with (
         atomic.interruptible(),
         atomic.staged_dataset(output_dir, overwrite=options.overwrite) as stage,
@@ -303,26 +343,15 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
             options=options,
             desc=f"{source.source_format} -> {output_dir}",
         ) as written:
-            skipped = list(source.skipped) + written.skipped
-            encodings = written.encodings
-            if options.strict and skipped:
-                _raise_strict(skipped, source.input_path)
-            for split, split_stats in written.stats.items():
-                if split_stats.num_examples == 0:
-                    raise base.ConversionError(
-                        f"{source.input_path}: split {split!r} is empty: all of its "
-                        f"{len(by_split[split])} images were skipped"
-                    )
-            stats = written.stats
+            skipped = _checked_skips(written, source=source, plans=plans, strict=options.strict)
         seconds = time.perf_counter() - start
         logging.info(
             "processed %d images in %.1f s (%.1f img/s), %d skipped",
-            len(image_tasks),
+            num_images,
             seconds,
-            len(image_tasks) / max(seconds, 1e-9),
+            num_images / max(seconds, 1e-9),
             len(skipped),
         )
-        encoding = "+".join(sorted(encodings)) if encodings else "png"
         from transfusion_tf.data import writer as writer_lib
 
         return writer_lib.finalize_dataset(
@@ -330,12 +359,28 @@ def write_source(source: base.Source, *, output_dir: str, options: base.ConvertO
             tasks=source.tasks,
             source_format=source.source_format,
             label_policy=source.label_policy,
-            image_encoding=encoding,
-            split_stats=stats,
+            image_encoding="+".join(sorted(written.encodings)) if written.encodings else "png",
+            split_stats=written.stats,
             skipped=skipped,
             extra={"conversion": _conversion_record(source, options), **written.dicom.to_info()},
             single_label=source.single_label,
         )
+
+
+def register_reader(
+    name: str, read: Callable[[str, base.ConvertOptions], base.Source], *, what: str
+) -> base.ConverterFn:
+    """Registers converter `name`: `read(input_path, options)` a Source, then `write_source`.
+
+    `what` names the input in the converter's docstring ("a CheXpert folder").
+    """
+
+    def convert(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
+        return write_source(read(input_path, options), output_dir=output_dir, options=options)
+
+    convert.__doc__ = f"Converts {what} to TFRecords in `output_dir`; returns dataset_info."
+    convert.__name__ = convert.__qualname__ = f"convert_{name}"
+    return base.CONVERTERS.add(name, convert)
 
 
 def _conversion_record(source: base.Source, options: base.ConvertOptions) -> dict[str, Any]:

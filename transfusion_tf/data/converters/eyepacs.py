@@ -156,8 +156,4 @@ def read_graded_csv(
     return source
 
 
-@base.CONVERTERS.register("eyepacs")
-def convert_eyepacs(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Converts the Kaggle DR layout to TFRecords in `output_dir`; returns dataset_info."""
-    source = read_eyepacs(input_path, options)
-    return driver.write_source(source, output_dir=output_dir, options=options)
+convert_eyepacs = driver.register_reader("eyepacs", read_eyepacs, what="the Kaggle DR layout")

@@ -79,8 +79,4 @@ def read_folder(input_path: str, options: base.ConvertOptions) -> base.Source:
     return source
 
 
-@base.CONVERTERS.register("folder")
-def convert_folder(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Converts a class-folder tree to TFRecords in `output_dir`; returns dataset_info."""
-    source = read_folder(input_path, options)
-    return driver.write_source(source, output_dir=output_dir, options=options)
+convert_folder = driver.register_reader("folder", read_folder, what="a class-folder tree")

@@ -174,8 +174,4 @@ def read_medmnist(input_path: str, options: base.ConvertOptions) -> base.Source:
     return source
 
 
-@base.CONVERTERS.register("medmnist")
-def convert_medmnist(*, input_path: str, output_dir: str, options: base.ConvertOptions) -> dict:
-    """Converts a MedMNIST `.npz` to TFRecords in `output_dir`; returns dataset_info."""
-    source = read_medmnist(input_path, options)
-    return driver.write_source(source, output_dir=output_dir, options=options)
+convert_medmnist = driver.register_reader("medmnist", read_medmnist, what="a MedMNIST `.npz`")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from transfusion_tf.data import synthetic as synthetic_lib
 from transfusion_tf.data.converters import base
 
-KINDS = ("fundus", "cxr", "natural")
+KINDS = synthetic_lib.KINDS
 DEFAULT_IMAGE_SIZE = 64
 
 
