@@ -12,7 +12,7 @@ learns oriented, multi-frequency conv1 filters from, as models trained on ImageN
 (`transfusion_tf.analysis.orientation` measures it). This is the demo's stand-in for
 ImageNet pretraining beside the fully synthetic `synthetic_natural`.
 
-Every example is its own "patient"; the split is `converters.base.split_by_patient`'s.
+Every example is its own "patient"; the split is `data.splits.split_by_patient`'s.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 
 from transfusion_tf.data import atomic
 from transfusion_tf.data import writer as writer_lib
-from transfusion_tf.data.splits import split_by_patient
 from transfusion_tf.data.encode import encode_png
+from transfusion_tf.data.splits import split_by_patient
 
 PHOTOS = ("china", "flower")
 GRID = (3, 4)  # regions per photograph: rows, columns
