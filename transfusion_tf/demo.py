@@ -968,6 +968,36 @@ def _full_markdown(demo: _Demo, plateaus) -> str:
     )
 
 
+def _closing_sections(demo: _Demo) -> list[tuple[str, str]]:
+    """The report's last sections: the SavedModel, TensorBoard, limits and stage timings."""
+    s, exported = demo.settings, demo.exported
+    model_size = (
+        f"the `--full` mode's 2× wider model (widths {list(s.large_widths)}, 4× the weights)"
+        if s.large_widths
+        else "`--full` (a 2× wider model, 4× the weights)"
+    )
+    timings = [[k, f"{v:.1f}"] for k, v in demo.timer.seconds.items()]
+    return [
+        (
+            "SavedModel",
+            f"Best run by test mean AUC: `{exported['run']}`, exported to `{exported['path']}` "
+            "and reloaded with `tf.saved_model.load`; `serving_default` maps a batch of "
+            f"encoded images to probabilities of shape {exported['probabilities_shape']}.",
+        ),
+        ("TensorBoard", _tensorboard_markdown(demo.runs_dir)),
+        (
+            "What this demo cannot show",
+            CANNOT_SHOW.format(
+                seeds=len(s.seeds), model_size=model_size, analysis_seeds=s.analysis_seeds
+            ),
+        ),
+        (
+            "Timings (before this report)",
+            tables.markdown_table(["stage", "seconds"], timings),
+        ),
+    ]
+
+
 def _write_report(demo: _Demo) -> None:
     s = demo.settings
     runs, _ = tables.find_runs([os.path.join(demo.runs_dir, "fundus_*")])
@@ -978,12 +1008,6 @@ def _write_report(demo: _Demo) -> None:
     claims_md = claims_lib.markdown(claim_rows)
     filters_md, filters_note = _filters_markdown(demo)
     test_md, test_rows = _test_table(demo.test, [t.label for t in demo.inits], s.seeds)
-    exported = demo.exported
-    model_size = (
-        f"the `--full` mode's 2× wider model (widths {list(s.large_widths)}, 4× the weights)"
-        if s.large_widths
-        else "`--full` (a 2× wider model, 4× the weights)"
-    )
     report = build_report(
         workdirs=[os.path.join(demo.runs_dir, "fundus_*")],
         output_dir=demo.output_dir,
@@ -993,30 +1017,7 @@ def _write_report(demo: _Demo) -> None:
         + "\n\n## Design checks\n\n"
         + _design_markdown(demo, filters_md, filters_note),
         findings_section=False,
-        extra_sections=[
-            ("Test split", test_md),
-            (
-                "SavedModel",
-                f"Best run by test mean AUC: `{exported['run']}`, exported to "
-                f"`{exported['path']}` and reloaded with `tf.saved_model.load`; "
-                "`serving_default` maps a batch of encoded images to probabilities of shape "
-                f"{exported['probabilities_shape']}.",
-            ),
-            ("TensorBoard", _tensorboard_markdown(demo.runs_dir)),
-            (
-                "What this demo cannot show",
-                CANNOT_SHOW.format(
-                    seeds=len(s.seeds), model_size=model_size, analysis_seeds=s.analysis_seeds
-                ),
-            ),
-            (
-                "Timings (before this report)",
-                tables.markdown_table(
-                    ["stage", "seconds"],
-                    [[k, f"{v:.1f}"] for k, v in demo.timer.seconds.items()],
-                ),
-            ),
-        ],
+        extra_sections=[("Test split", test_md), *_closing_sections(demo)],
     )
     tensorboard_dir = write_tensorboard_summaries(
         runs_root=demo.runs_dir,
@@ -1033,7 +1034,7 @@ def _write_report(demo: _Demo) -> None:
         {
             "mode": s.mode,
             "report": report.markdown_path,
-            "saved_model": exported["path"],
+            "saved_model": demo.exported["path"],
             "tensorboard_root": demo.runs_dir,
             "tensorboard_summaries": tensorboard_dir,
             "claims": [r.as_dict() for r in claim_rows],
