@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import test_train_helpers as helpers
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.data import encode, preprocess
 from transfusion_tf.export import saved_model
 from transfusion_tf.training import trainer
@@ -54,7 +55,7 @@ def exported(tmp_path_factory):
 
 
 def _keras_probabilities(workdir, blobs):
-    cfg, model = trainer.load_run_model(workdir)
+    cfg, model = workdir_lib.load_model(workdir)
     images = tf.stack(
         [
             preprocess.decode_and_preprocess(
@@ -160,7 +161,7 @@ def test_softmax_run_exports_softmax_probabilities(tmp_path_factory, tmp_path):
     path = saved_model.export_saved_model(
         workdir=workdir, export_dir=str(tmp_path / "savedmodels"), name="natural", version=1
     )
-    cfg, model = trainer.load_run_model(workdir)
+    cfg, model = workdir_lib.load_model(workdir)
     assert cfg.train.loss == "softmax" and saved_model.load_loss(path) == "softmax"
     images = np.random.default_rng(0).random((3, helpers.IMAGE_SIZE, helpers.IMAGE_SIZE, 3))
     images = tf.constant(images, tf.float32)

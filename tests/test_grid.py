@@ -109,9 +109,9 @@ def test_bad_grids(repo):
 
 
 def test_results_file_is_the_trainers():
-    from transfusion_tf.training import trainer
+    from transfusion_tf import workdir
 
-    assert spec.RESULTS_FILE == trainer.RESULTS_FILE
+    assert spec.RESULTS_FILE == workdir.RESULTS_FILE
 
 
 def fake_grid(patterns=("flags/retina_cbr_random.flags",), seeds=(0, 1), **resources):

@@ -57,12 +57,12 @@ def test_kill_9_then_same_command_finishes_all_steps(tmp_path_factory, tmp_path)
 
 
 def test_truncated_history_line_is_dropped(tmp_path):
-    from transfusion_tf.training import trainer
+    from transfusion_tf import workdir
 
     (tmp_path / "eval_history.jsonl").write_text(
         json.dumps({"step": 2, "auc_mean": 0.5}) + "\n" + '{"step": 4, "auc'
     )
-    assert [r["step"] for r in trainer.read_history(str(tmp_path))] == [2]
+    assert [r["step"] for r in workdir.read_history(str(tmp_path))] == [2]
 
 
 def test_resume_on_a_changed_subset_is_refused(tmp_path_factory, tmp_path):

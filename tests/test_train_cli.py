@@ -348,15 +348,15 @@ def test_nan_loss_stops_with_a_clear_message(batch):
 
 @pytest.mark.slow
 def test_deterministic_runs_give_identical_weights(batch):
-    from transfusion_tf.training import trainer
+    from transfusion_tf import workdir
 
     _results(batch, "det_a")
     _results(batch, "det_b")
-    _, a = trainer.load_run_model(str(batch["root"] / "det_a"))
-    _, b = trainer.load_run_model(str(batch["root"] / "det_b"))
+    _, a = workdir.load_model(str(batch["root"] / "det_a"))
+    _, b = workdir.load_model(str(batch["root"] / "det_b"))
     for wa, wb in zip(a.weights, b.weights, strict=True):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())
-    _, init = trainer.load_run_model(str(batch["root"] / "det_a"), weights="init")
+    _, init = workdir.load_model(str(batch["root"] / "det_a"), weights="init")
     assert any(
         not np.array_equal(wa.numpy(), wi.numpy())
         for wa, wi in zip(a.weights, init.weights, strict=True)
@@ -403,17 +403,18 @@ def test_softmax_eval_loss_is_the_training_loss_of_the_final_weights(batch):
     """eval_history's loss = the softmax training loss of the final weights on the split."""
     import tensorflow as tf
 
+    from transfusion_tf import workdir as workdir_lib
     from transfusion_tf.data import pipeline
-    from transfusion_tf.training import losses, trainer
+    from transfusion_tf.training import losses
 
     workdir = str(batch["root"] / "softmax")
-    cfg, model = trainer.load_run_model(workdir)
+    cfg, model = workdir_lib.load_model(workdir)
     assert cfg.train.loss == "softmax"
     valid = pipeline.build_dataset(
         dataset_dir=batch["natural"],
         split="valid",
         batch_size=64,
-        image_size=cfg.data.image_size,
+        image_size=cfg.model.image_size,
         channels=cfg.model.channels,
         training=False,
     )
@@ -426,7 +427,7 @@ def test_softmax_eval_loss_is_the_training_loss_of_the_final_weights(batch):
         mask=whole["mask"],
         global_batch_size=int(tf.shape(logits)[0]),
     )
-    final = trainer.read_history(workdir)[-1]
+    final = workdir_lib.read_history(workdir)[-1]
     assert final["loss"] == pytest.approx(float(want), rel=1e-4)
 
 

@@ -153,11 +153,11 @@ def export_saved_model(
     if os.path.exists(target):
         raise ExportError(f"{target} already exists; choose another --version")
 
-    cfg, model = trainer.load_run_model(workdir, weights=weights)
+    cfg, model = workdir_lib.load_model(workdir, weights=weights)
     weights_path = workdir_lib.weights_path(workdir, weights)
     mode = model_registry.default_preprocess_mode(cfg.model.name)
-    results = _optional_json(os.path.join(workdir, trainer.RESULTS_FILE))
-    init_report = _optional_json(os.path.join(workdir, trainer.INIT_REPORT_FILE))
+    results = _optional_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+    init_report = _optional_json(os.path.join(workdir, workdir_lib.INIT_REPORT_FILE))
     dataset_info = _dataset_info(cfg.data.dataset_dir)
     tasks = (results or {}).get("tasks") or (dataset_info or {}).get("tasks")
     if not tasks:

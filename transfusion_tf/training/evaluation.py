@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.training import checkpoint as ckpt_lib
 from transfusion_tf.training import loop as loop_lib
 from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import predictions as predictions_lib
-from transfusion_tf.training import trainer
 
 
 def _model_source(
@@ -36,8 +36,8 @@ def _model_source(
     if (workdir is None) == (saved_model is None):
         raise ValueError("give exactly one of --workdir and --saved_model")
     if workdir is not None:
-        cfg, model = trainer.load_run_model(workdir, weights=weights)
-        results_path = os.path.join(workdir, trainer.RESULTS_FILE)
+        cfg, model = workdir_lib.load_model(workdir, weights=weights)
+        results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
         tasks = None
         if os.path.isfile(results_path):
             with open(results_path, encoding="utf-8") as f:
