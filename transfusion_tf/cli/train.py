@@ -5,9 +5,10 @@ Example:
       --workdir=runs/resnet50_imagenet_s0 --train_steps=20000 --eval_every_steps=500
 Flags can come from a file: `--flagfile=flags/table1_resnet50_imagenet.flags`.
 
-Every flag is derived from a field of `config.RunConfig` (its default, help and type); `FLAGS`
-below names the field(s) each flag sets. Errors of the library name the config field
-(`TrainConfig.learning_rate`); this CLI reports them under the flag (`--learning_rate`).
+Every flag is derived from a field of `config.RunConfig` (its default, help and type);
+`FLAG_TABLE` names the field(s) each flag sets and, for an enum, the registry of its values.
+Errors of the library name the config field (`TrainConfig.learning_rate`); this CLI reports
+them under the flag (`--learning_rate`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from absl import app, flags
 from transfusion_tf import config
 from transfusion_tf.cli import common
 from transfusion_tf.data import augment
+from transfusion_tf.init import strategies as init_strategies
 from transfusion_tf.training import losses, metrics, optim
 from transfusion_tf.training import strategy as strategy_lib
 
@@ -42,7 +44,7 @@ class Flag:
     """A flag and the config fields ("section.field") it sets; the first one defines it."""
 
     name: str
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # a single field may be given as a str
     choices: Sequence[str] | None = None  # an enum flag's values (owned by a registry)
 
     def __post_init__(self) -> None:
@@ -56,7 +58,7 @@ FLAG_TABLE = (
     Flag("batch_size", "data.batch_size"),
     Flag("image_size", "model.image_size"),
     Flag("channels", "data.channels"),
-    Flag("augment", "data.augment", choices=list(augment.AUGMENT_POLICIES)),
+    Flag("augment", "data.augment", choices=augment.AUGMENT_POLICIES),
     Flag("train_examples", "data.train_examples"),
     Flag("subset_seed", "data.subset_seed"),
     Flag("balanced", "data.balanced"),
@@ -71,17 +73,17 @@ FLAG_TABLE = (
     Flag("source_weights", "init.source_weights"),
     Flag("stats_file", "init.stats_file"),
     Flag("transfuse_upto", "init.transfuse_upto"),
-    Flag("upper_init", "init.upper_init", choices=["random", "meanvar"]),
-    Flag("bn_policy", "init.bn_policy", choices=["identity", "meanvar", "transfer"]),
-    Flag("gray_policy", "init.gray_policy", choices=["repeat", "sum"]),
+    Flag("upper_init", "init.upper_init", choices=init_strategies.UPPER_INITS),
+    Flag("bn_policy", "init.bn_policy", choices=init_strategies.BN_POLICIES),
+    Flag("gray_policy", "init.gray_policy", choices=init_strategies.GRAY_POLICIES),
     Flag("random_initializer", "init.random_initializer"),
     # Training
     Flag("workdir", "train.workdir"),
     Flag("seed", ("train.seed", "data.seed", "init.seed")),
-    Flag("optimizer", "train.optimizer", choices=list(optim.OPTIMIZERS)),
+    Flag("optimizer", "train.optimizer", choices=optim.OPTIMIZERS),
     Flag("learning_rate", "train.learning_rate"),
     Flag("momentum", "train.momentum"),
-    Flag("lr_schedule", "train.lr_schedule", choices=list(optim.SCHEDULES)),
+    Flag("lr_schedule", "train.lr_schedule", choices=optim.SCHEDULES),
     Flag("warmup_steps", "train.warmup_steps"),
     Flag("weight_decay", "train.weight_decay"),
     Flag("train_steps", "train.train_steps"),
@@ -90,11 +92,11 @@ FLAG_TABLE = (
     Flag("checkpoint_every_steps", "train.checkpoint_every_steps"),
     Flag("auc_thresholds", "train.auc_thresholds"),
     Flag("class_weights", "train.class_weights"),
-    Flag("loss", "train.loss", choices=list(losses.LOSSES)),
-    Flag("threshold_rule", "train.threshold_rule", choices=list(metrics.THRESHOLD_RULES)),
+    Flag("loss", "train.loss", choices=losses.LOSSES),
+    Flag("threshold_rule", "train.threshold_rule", choices=metrics.THRESHOLD_RULES),
     Flag("threshold_tasks", "train.threshold_tasks"),
-    Flag("strategy", "train.strategy", choices=list(strategy_lib.STRATEGIES)),
-    Flag("precision", "train.precision", choices=list(optim.PRECISIONS)),
+    Flag("strategy", "train.strategy", choices=strategy_lib.STRATEGIES),
+    Flag("precision", "train.precision", choices=optim.PRECISIONS),
     Flag("deterministic", ("train.deterministic", "data.deterministic")),
 )
 
