@@ -71,7 +71,6 @@ def bench_trainer(dataset_dir: str, workdir: str) -> dict:
     cfg = config.RunConfig(
         data=config.DataConfig(
             dataset_dir=dataset_dir,
-            image_size=FLAGS.image_size,
             batch_size=FLAGS.batch_size,
             augment=FLAGS.augment,
         ),

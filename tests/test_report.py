@@ -49,7 +49,7 @@ def make_workdir(
     os.makedirs(workdir)
     steps = list(steps or [100 * (i + 1) for i in range(len(curve))])
     cfg = config_lib.RunConfig(
-        data=config_lib.DataConfig(dataset_dir="/data/fundus", image_size=32),
+        data=config_lib.DataConfig(dataset_dir="/data/fundus"),
         model=config_lib.ModelConfig(name="cbr_tiny", num_tasks=1, image_size=32),
         init=config_lib.InitConfig(name=init, seed=seed, **init_kw),
         train=config_lib.TrainConfig(

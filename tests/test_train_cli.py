@@ -414,7 +414,7 @@ def test_softmax_eval_loss_is_the_training_loss_of_the_final_weights(batch):
         dataset_dir=batch["natural"],
         split="valid",
         batch_size=64,
-        image_size=cfg.data.image_size,
+        image_size=cfg.model.image_size,
         channels=cfg.model.channels,
         training=False,
     )
@@ -447,3 +447,58 @@ def test_subset_seed_alone_picks_the_training_images(batch):
     assert config["data"]["subset_seed"] == 7 and config["data"]["train_examples"] == 10
     assert json.loads((root / "subset_s1" / "config.json").read_text())["data"]["subset_seed"] == 0
     assert _results(batch, "random")["train_subset_sha256"] is None
+
+
+def test_flags_are_the_config_fields():
+    """Every config field is set by exactly one flag (or derived); each flag's default, help
+    and list values are its fields'; config field names in messages read as flags."""
+    import dataclasses
+
+    from absl import flags
+
+    from transfusion_tf import config
+    from transfusion_tf.cli import train
+
+    set_by = [path for flag in train.FLAG_TABLE for path in flag.fields]
+    assert len(set_by) == len(set(set_by))
+    every = {
+        f"{section}.{f.name}"
+        for section, cls in train.SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+    assert set(set_by) | set(train.DERIVED) == every and not set(set_by) & set(train.DERIVED)
+    for flag in train.FLAG_TABLE:
+        defined = flags.FLAGS[flag.name]
+        for path in flag.fields:
+            cls, name, _, default = train.field_spec(path)
+            if isinstance(default, tuple):
+                assert defined.default == [str(v) for v in default], path
+            else:
+                assert defined.default == (default if default != "" else None), path
+            assert config.field_help(cls, name) in defined.help or len(flag.fields) > 1, path
+    assert train.in_flag_terms("TrainConfig.learning_rate must be > 0") == (
+        "--learning_rate must be > 0"
+    )
+    assert train.in_flag_terms("ModelConfig.name='x'; ModelConfig.num_tasks=2") == (
+        "--model='x'; ModelConfig.num_tasks=2"
+    )
+
+
+def test_flag_settings_build_the_default_config():
+    """With no flag given, the flags set every field to its config default (required paths:
+    None, which `validate` reports as missing)."""
+    import copy
+    import dataclasses
+
+    from absl import flags
+
+    from transfusion_tf.cli import train
+
+    fv = copy.deepcopy(flags.FLAGS)
+    fv.unparse_flags()
+    fv(["transfusion-train"])
+    settings = train.flag_settings(fv)
+    for section, cls in train.SECTIONS.items():
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        for name, value in settings[section].items():
+            assert value == (None if defaults[name] == "" else defaults[name]), (section, name)

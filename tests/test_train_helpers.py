@@ -191,7 +191,7 @@ def tiny_config(dataset_dir: str, workdir: str, **train):
     )
     settings.update(train)
     return config.RunConfig(
-        data=config.DataConfig(dataset_dir=dataset_dir, image_size=IMAGE_SIZE, batch_size=8),
+        data=config.DataConfig(dataset_dir=dataset_dir, batch_size=8),
         model=config.ModelConfig(
             name="cbr_tiny", num_tasks=len(tasks), image_size=IMAGE_SIZE, widths=(8, 16)
         ),

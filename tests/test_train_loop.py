@@ -209,8 +209,6 @@ def test_deferred_augmentation_in_the_step_trains_like_host_augmentation(tmp_pat
 @pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
 def test_eval_loss_is_the_train_step_loss_on_the_same_batch(loss):
     """The trainer's eval record takes its loss from the training loss function itself."""
-    import types
-
     from transfusion_tf.training import trainer
 
     rng = np.random.default_rng(1)
@@ -239,18 +237,20 @@ def test_eval_loss_is_the_train_step_loss_on_the_same_batch(loss):
     train_loss = float(
         train_loop(iter(strategy.experimental_distribute_dataset(ds)), tf.constant(1))
     )
-    run = types.SimpleNamespace(
-        cfg=types.SimpleNamespace(train=types.SimpleNamespace(loss=loss, class_weights=(1.0, 2.5))),
+    record, _ = trainer.eval_record(
         predict=loop.make_logits_fn(model),
+        valid=ds,
+        step=0,
+        loss=loss,
+        class_weights=(1.0, 2.5),
         tasks=["a", "b"],
     )
-    record = trainer._Run.evaluate(run, 0, ds)
     assert record["loss"] == pytest.approx(train_loss, rel=1e-5)
     assert ("top1_accuracy" in record) == (loss == "softmax")
     assert "top5_accuracy" not in record  # 2 classes
 
 
-def test_threshold_settings_are_validated_naming_the_flag(tmp_path_factory, tmp_path):
+def test_threshold_settings_are_validated_naming_the_setting(tmp_path_factory, tmp_path):
     import test_train_helpers as helpers
 
     from transfusion_tf.training import trainer
@@ -258,7 +258,8 @@ def test_threshold_settings_are_validated_naming_the_flag(tmp_path_factory, tmp_
     data = helpers.tiny_dataset(tmp_path_factory)
     cfg = helpers.tiny_config(data, str(tmp_path / "w"))
     trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("referable_dr",))))
-    with pytest.raises(ValueError, match="--threshold_rule must be one of first, sustained"):
+    rule = "TrainConfig.threshold_rule must be one of first, sustained"
+    with pytest.raises(ValueError, match=rule):
         trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_rule="median")))
-    with pytest.raises(ValueError, match=r"--threshold_tasks names tasks \['Edema'\]"):
+    with pytest.raises(ValueError, match=r"TrainConfig.threshold_tasks names tasks \['Edema'\]"):
         trainer.validate_config(cfg.replace(train=cfg.train.replace(threshold_tasks=("Edema",))))

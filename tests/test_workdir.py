@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -104,3 +105,27 @@ def test_versions_and_evaluation_file_names():
     assert workdir.evaluation_report_file("test") == "evaluation_test.json"
     assert workdir.evaluation_predictions_file("test") == "predictions_test.npz"
     assert workdir.evaluation_roc_file("valid") == "roc_valid.png"
+
+
+def _legacy_config(data_size, model_size):
+    """A config.json as written while image_size lived in both "data" and "model"."""
+    from transfusion_tf import config
+
+    raw = config.RunConfig(model=config.ModelConfig(image_size=model_size)).to_dict()
+    raw["data"]["image_size"] = data_size
+    return json.dumps(raw)
+
+
+def test_config_with_image_size_in_data_and_model_still_loads(tmp_path):
+    _write(tmp_path / workdir.CONFIG_FILE, _legacy_config(64, 64))
+    cfg = workdir.read_config(str(tmp_path))
+    assert cfg.model.image_size == 64 and not hasattr(cfg.data, "image_size")
+
+
+def test_config_whose_two_image_sizes_disagree_names_the_file(tmp_path):
+    _write(tmp_path / workdir.CONFIG_FILE, _legacy_config(64, 32))
+    path = os.path.join(str(tmp_path), workdir.CONFIG_FILE)
+    with pytest.raises(workdir.WorkdirError, match="data.image_size=64 and model.image_size=32"):
+        workdir.read_config(str(tmp_path))
+    with pytest.raises(workdir.WorkdirError, match=re.escape(path)):
+        workdir.read_config(str(tmp_path))

@@ -253,7 +253,6 @@ def run_config(
     return config_lib.RunConfig(
         data=config_lib.DataConfig(
             dataset_dir=dataset_dir,
-            image_size=settings.image_size,
             channels=3,
             batch_size=settings.batch_size,
             augment="default",

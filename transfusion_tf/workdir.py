@@ -161,12 +161,30 @@ def read_json(path: str) -> Any:
         raise WorkdirError(f"{path}: not valid JSON ({err})") from err
 
 
-def parse_config(text: str) -> config_lib.RunConfig:
-    """A `config.json`'s text as a RunConfig. It holds the resolved loss; one without (from
-    before the loss was recorded, read as "auto") trained with per-task sigmoids."""
+def parse_config(text: str, *, path: str = CONFIG_FILE) -> config_lib.RunConfig:
+    """A `config.json`'s text (read from `path`, named in errors) as a RunConfig.
+
+    It holds the resolved loss; one without (from before the loss was recorded, read as
+    "auto") trained with per-task sigmoids. One written before `image_size` had a single owner
+    holds it under "data" too: it is dropped there when it equals the model's, and a
+    WorkdirError naming `path` says so when the two disagree.
+    """
     from transfusion_tf import config as config_lib
 
-    cfg = config_lib.RunConfig.from_json(text)
+    raw = json.loads(text)
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if isinstance(data, dict) and "image_size" in data:
+        legacy = data.pop("image_size")
+        model = raw.get("model")
+        model_size = (model if isinstance(model, dict) else {}).get(
+            "image_size", config_lib.ModelConfig.image_size
+        )
+        if legacy != model_size:
+            raise WorkdirError(
+                f"{path}: data.image_size={legacy} and model.image_size={model_size} disagree; "
+                "a run has one input size (model.image_size)"
+            )
+    cfg = config_lib.RunConfig.from_dict(raw)
     if cfg.train.loss == "auto":
         cfg = cfg.replace(train=cfg.train.replace(loss="sigmoid"))
     return cfg
@@ -183,7 +201,9 @@ def read_config(workdir: str) -> config_lib.RunConfig:
         raise MissingFileError(f"{path} not found: {workdir} is not a transfusion-train workdir")
     try:
         with open(path, encoding="utf-8") as f:
-            return parse_config(f.read())
+            return parse_config(f.read(), path=path)
+    except WorkdirError:
+        raise
     except (ValueError, TypeError) as err:
         raise WorkdirError(f"{path} is not a valid run configuration: {err}") from err
 

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from absl import app
 
 
 @contextlib.contextmanager
-def usage_errors() -> Iterator[None]:
+def usage_errors(*, rename: Callable[[str], str] = str) -> Iterator[None]:
     """Re-raises bad-input errors (ValueError, FileNotFoundError) as `app.UsageError`.
 
-    The library's messages name the flag or file, so absl prints them as usage errors instead
-    of a traceback.
+    The library's messages name the flag, the config field or the file, so absl prints them as
+    usage errors instead of a traceback; `rename` rewrites a message (config fields as flags).
     """
     try:
         yield
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        raise app.UsageError(str(err)) from None
+        raise app.UsageError(rename(str(err))) from None
 
 
 def fail(message: str, exit_code: int = 1) -> None:

@@ -51,7 +51,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -62,6 +62,7 @@ from absl import logging
 
 import transfusion_tf
 from transfusion_tf import config as config_lib
+from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.data import pipeline as pipeline_lib
 from transfusion_tf.data import verify as verify_lib
 from transfusion_tf.training import checkpoint as ckpt_lib
@@ -72,18 +73,6 @@ from transfusion_tf.training import metrics as metrics_lib
 from transfusion_tf.training import predictions as predictions_lib
 from transfusion_tf.training import strategy as strategy_lib
 from transfusion_tf.training import summaries as summaries_lib
-from transfusion_tf.workdir import (  # the run record's names, defined once
-    BEST_WEIGHTS,
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
-    FINAL_WEIGHTS,
-    HISTORY_FILE,
-    INIT_REPORT_FILE,
-    INIT_WEIGHTS,
-    RESULTS_FILE,
-    TRAIN_SUBSET_FILE,
-    weights_path,
-)
 
 
 class WorkdirConflictError(ValueError):
@@ -102,67 +91,67 @@ def versions() -> dict[str, str]:
     }
 
 
-def validate_config(cfg: config_lib.RunConfig) -> None:
-    """Checks a run configuration before anything is built; ValueError names the flag."""
+# --- checks before anything is built ----------------------------------------------------
+
+
+def _check_choice(field: str, value: Any, choices: Sequence[str]) -> None:
+    """ConfigError naming `field` ("TrainConfig.optimizer") when `value` is not a choice."""
+    if value not in choices:
+        raise config_lib.ConfigError(f"{field} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_names(cfg: config_lib.RunConfig) -> None:
+    """Checks the fields that name an entry of a registry owned by another package."""
     from transfusion_tf.init import registry as init_registry
     from transfusion_tf.models import registry as model_registry
 
-    if cfg.model.name not in model_registry.MODELS:
-        raise ValueError(
-            f"--model={cfg.model.name!r} is unknown; choose one of: "
-            + ", ".join(model_registry.MODELS.names())
-        )
-    if cfg.init.name not in init_registry.INITS:
-        raise ValueError(
-            f"--init={cfg.init.name!r} is unknown; choose one of: "
-            + ", ".join(init_registry.INITS.names())
-        )
-    init_registry.validate_init_config(cfg.init)
-    if not cfg.train.workdir:
-        raise ValueError("--workdir is required")
-    if not cfg.data.dataset_dir:
-        raise ValueError("--dataset_dir is required")
-    if not os.path.isdir(cfg.data.dataset_dir):
-        raise FileNotFoundError(f"--dataset_dir: directory not found: {cfg.data.dataset_dir}")
-    strategy_lib.resolve_strategy_name(cfg.train.strategy)
-    optim.validate_schedule(
-        name=cfg.train.lr_schedule,
-        learning_rate=cfg.train.learning_rate,
-        train_steps=cfg.train.train_steps,
-        warmup_steps=cfg.train.warmup_steps,
-    )
-    if cfg.train.optimizer not in optim.OPTIMIZERS:
-        raise ValueError(
-            f"--optimizer must be one of {', '.join(optim.OPTIMIZERS)}; got {cfg.train.optimizer!r}"
-        )
-    if cfg.train.precision not in optim.PRECISIONS:
-        raise ValueError(
-            f"--precision must be one of {', '.join(optim.PRECISIONS)}; got {cfg.train.precision!r}"
-        )
-    for flag, value in (
-        ("--eval_every_steps", cfg.train.eval_every_steps),
-        ("--steps_per_loop", cfg.train.steps_per_loop),
-        ("--checkpoint_every_steps", cfg.train.checkpoint_every_steps),
-        ("--batch_size", cfg.data.batch_size),
-        ("--image_size", cfg.data.image_size),
+    for field, value, registry in (
+        ("ModelConfig.name", cfg.model.name, model_registry.MODELS),
+        ("InitConfig.name", cfg.init.name, init_registry.INITS),
     ):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1; got {value}")
-    if cfg.data.subset_seed < 0:
-        raise ValueError(f"--subset_seed must be >= 0; got {cfg.data.subset_seed}")
-    if cfg.data.channels not in (1, 3):
-        raise ValueError(f"--channels must be 1 or 3; got {cfg.data.channels}")
-    if cfg.train.weight_decay < 0:
-        raise ValueError(f"--weight_decay must be >= 0; got {cfg.train.weight_decay}")
-    for t in cfg.train.auc_thresholds:
-        if not 0.0 < t <= 1.0:
-            raise ValueError(f"--auc_thresholds must be in (0, 1]; got {t}")
-    validate_thresholds(cfg)
-    if cfg.train.class_weights is not None and len(cfg.train.class_weights) != cfg.model.num_tasks:
-        raise ValueError(
-            f"--class_weights has {len(cfg.train.class_weights)} values but the dataset has "
-            f"{cfg.model.num_tasks} tasks"
+        if value not in registry:
+            raise config_lib.ConfigError(
+                f"{field}={value!r} is unknown; choose one of: {', '.join(registry.names())}"
+            )
+    init_registry.validate_init_config(cfg.init)
+    tc = cfg.train
+    _check_choice("TrainConfig.strategy", tc.strategy, strategy_lib.STRATEGIES)
+    _check_choice("TrainConfig.lr_schedule", tc.lr_schedule, optim.SCHEDULES)
+    _check_choice("TrainConfig.optimizer", tc.optimizer, optim.OPTIMIZERS)
+    _check_choice("TrainConfig.precision", tc.precision, optim.PRECISIONS)
+    _check_choice("TrainConfig.threshold_rule", tc.threshold_rule, metrics_lib.THRESHOLD_RULES)
+
+
+def _check_dataset(cfg: config_lib.RunConfig) -> None:
+    """Checks the fields that must agree with the dataset: its task count and task names."""
+    from transfusion_tf.data import info as info_lib
+
+    data_dir = cfg.data.dataset_dir
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"DataConfig.dataset_dir: directory not found: {data_dir}")
+    tasks = list(info_lib.load_dataset_info(data_dir)["tasks"])
+    if cfg.model.num_tasks != len(tasks):
+        raise config_lib.ConfigError(
+            f"ModelConfig.num_tasks={cfg.model.num_tasks} (the model's outputs) but "
+            f"DataConfig.dataset_dir={data_dir} has {len(tasks)} tasks"
         )
+    unknown = [t for t in cfg.train.threshold_tasks if t not in tasks]
+    if unknown:
+        raise config_lib.ConfigError(
+            f"TrainConfig.threshold_tasks names tasks {unknown} that {data_dir} does not have; "
+            f"its tasks are: {', '.join(tasks)}"
+        )
+
+
+def validate_config(cfg: config_lib.RunConfig) -> None:
+    """Checks a run configuration before anything is built.
+
+    Raises ConfigError (a ValueError) naming the config field (`TrainConfig.learning_rate`),
+    FileNotFoundError for a missing dataset directory.
+    """
+    cfg.validate()
+    _check_names(cfg)
+    _check_dataset(cfg)
     resolve_config(cfg)
 
 
@@ -178,43 +167,43 @@ def resolve_config(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
     loss = losses_lib.resolve_loss(
         cfg.train.loss,
         single_label=info_lib.is_single_label(info),
-        dataset=f"--dataset_dir={cfg.data.dataset_dir}",
+        dataset=f"DataConfig.dataset_dir={cfg.data.dataset_dir}",
     )
     return cfg.replace(train=cfg.train.replace(loss=loss))
 
 
-def _parse_stored_config(text: str) -> config_lib.RunConfig:
-    """A workdir's `config.json`. It holds the resolved loss; one without (from before the
-    loss was recorded, read as "auto") trained with per-task sigmoids."""
-    cfg = config_lib.RunConfig.from_json(text)
-    if cfg.train.loss == "auto":
-        cfg = cfg.replace(train=cfg.train.replace(loss="sigmoid"))
-    return cfg
-
-
-def validate_thresholds(cfg: config_lib.RunConfig) -> None:
-    """Checks --threshold_rule and --threshold_tasks (names of the dataset's tasks)."""
-    from transfusion_tf.data import info as info_lib
-
-    rule = cfg.train.threshold_rule
-    if rule not in metrics_lib.THRESHOLD_RULES:
-        raise ValueError(
-            f"--threshold_rule must be one of {', '.join(metrics_lib.THRESHOLD_RULES)}; "
-            f"got {rule!r}"
+def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
+    """Refuses a workdir with another config; returns results of a finished identical run."""
+    workdir = cfg.train.workdir
+    if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+        return None
+    try:
+        existing = workdir_lib.read_config(workdir)
+    except workdir_lib.WorkdirError as err:
+        raise WorkdirConflictError(str(err)) from None
+    if existing != cfg:
+        old, new = existing.to_dict(), cfg.to_dict()
+        diffs = [
+            f"{section}.{key}: {old[section].get(key)!r} -> {new[section].get(key)!r}"
+            for section in new
+            for key in new[section]
+            if old[section].get(key) != new[section].get(key)
+        ]
+        backups = os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)
+        hint = ""
+        if not (os.path.isdir(backups) and os.listdir(backups)):
+            hint = (
+                f"; that run holds no backup (it stopped before its first one), so deleting "
+                f"{workdir} loses nothing worth resuming"
+            )
+        raise WorkdirConflictError(
+            f"TrainConfig.workdir={workdir} already holds a run with a different configuration "
+            f"({'; '.join(diffs)}); use a new workdir{hint}"
         )
-    selected = cfg.train.threshold_tasks
-    if not selected:
-        return
-    tasks = list(info_lib.load_dataset_info(cfg.data.dataset_dir)["tasks"])
-    unknown = [t for t in selected if t not in tasks]
-    if unknown:
-        raise ValueError(
-            f"--threshold_tasks names tasks {unknown} that {cfg.data.dataset_dir} does not have; "
-            f"its tasks are: {', '.join(tasks)}"
-        )
-    repeated = sorted({t for t in selected if selected.count(t) > 1})
-    if repeated:
-        raise ValueError(f"--threshold_tasks names {repeated} more than once")
+    return workdir_lib.read_results(workdir)
+
+
+# --- pieces of a run ---------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -228,68 +217,96 @@ def _precision(precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _hparams(cfg: config_lib.RunConfig) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "init": cfg.init.name,
+        "transfuse_upto": cfg.init.transfuse_upto,
+        "lr": cfg.train.learning_rate,
+        "dataset": os.path.basename(os.path.normpath(cfg.data.dataset_dir)),
+        "seed": cfg.train.seed,
+    }
 
 
-def read_history(workdir: str) -> list[dict[str, Any]]:
-    """The eval records of a workdir's `eval_history.jsonl` (empty list if none)."""
-    path = os.path.join(workdir, HISTORY_FILE)
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # A line cut by a kill while being written; every later line is lost too.
-                    logging.warning("%s: dropping a truncated line", path)
-                    break
-    return records
+def eval_record(
+    *,
+    predict: Any,
+    valid: tf.data.Dataset,
+    step: int,
+    loss: str,
+    class_weights: Sequence[float] | None,
+    tasks: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One eval record of the validation split, and the predictions it was computed from.
+
+    Args:
+      predict: images [B, S, S, C] -> logits [B, T] (`loop.make_logits_fn`).
+      valid: the validation split's batches ({"image", "labels", "mask", "example_id"}).
+      loss: the resolved training loss ("sigmoid" | "softmax"): the record's loss is that
+        function over the whole split, and its probabilities turn logits into scores.
+
+    Returns:
+      (record, predictions): predictions holds labels, mask [N, T], scores (probabilities
+      [N, T]) and example_id [N].
+    """
+    out = loop_lib.predict_dataset(predict, valid)
+    labels, logits, mask = out["labels"], out["scores"], out["mask"]
+    scores = losses_lib.probabilities(logits, loss=loss).numpy()
+    report = metrics_lib.auc_report(labels=labels, scores=scores, mask=mask, tasks=list(tasks))
+    record = {
+        "step": int(step),
+        "auc": report["auc"],
+        "auc_mean": report["auc_mean"],
+        "auprc": report["auprc"],
+        "auprc_mean": report["auprc_mean"],
+        "loss": losses_lib.mean_loss(
+            loss, labels=labels, logits=logits, mask=mask, class_weights=class_weights
+        ),
+        "num_examples": int(labels.shape[0]),
+    }
+    if loss == "softmax":
+        record.update(metrics_lib.accuracy_report(labels=labels, scores=scores, mask=mask))
+    return record, {**out, "scores": scores}
 
 
-def _check_workdir(cfg: config_lib.RunConfig) -> dict[str, Any] | None:
-    """Refuses a workdir with another config; returns results of a finished identical run."""
-    workdir = cfg.train.workdir
-    config_path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(config_path):
-        return None
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            existing = _parse_stored_config(f.read())
-    except (ValueError, TypeError) as err:
-        raise WorkdirConflictError(f"{config_path} is not a run configuration: {err}") from None
-    if existing != cfg:
-        old, new = existing.to_dict(), cfg.to_dict()
-        diffs = [
-            f"{section}.{key}: {old[section].get(key)!r} -> {new[section].get(key)!r}"
-            for section in new
-            for key in new[section]
-            if old[section].get(key) != new[section].get(key)
-        ]
-        backups = os.path.join(workdir, CHECKPOINTS_DIR)
-        hint = ""
-        if not (os.path.isdir(backups) and os.listdir(backups)):
-            hint = (
-                f"; that run holds no backup (it stopped before its first one), so deleting "
-                f"{workdir} loses nothing worth resuming"
-            )
-        raise WorkdirConflictError(
-            f"--workdir={workdir} already holds a run with a different configuration "
-            f"({'; '.join(diffs)}); use a new workdir{hint}"
-        )
-    results_path = os.path.join(workdir, RESULTS_FILE)
-    if os.path.exists(results_path):
-        return _read_json(results_path)
-    return None
+class _Throughput:
+    """Images per second (SPEC T7). The first loop call traces the tf.function: the steady
+    state starts after it and counts everything (input waits, evals, backups, logging); the
+    loop rate counts the time inside later loop calls only."""
+
+    def __init__(self) -> None:
+        self._loop_seconds, self._loop_images = 0.0, 0
+        self._steady_start: float | None = None
+        self._steady_first_step = 0
+
+    def loop_done(self, *, elapsed: float, images: int, step: int) -> None:
+        """Counts one loop call that ended at `step`."""
+        if self._steady_start is None:
+            self._steady_start, self._steady_first_step = time.perf_counter(), step
+        else:
+            self._loop_seconds += elapsed
+            self._loop_images += images
+
+    def rates(self, *, step: int, batch_size: int) -> dict[str, float | None]:
+        """`examples_per_second` and `train_loop_examples_per_second` up to now."""
+        steady_seconds, steady_images = 0.0, 0
+        if self._steady_start is not None:
+            steady_seconds = time.perf_counter() - self._steady_start
+            steady_images = (step - self._steady_first_step) * batch_size
+        return {
+            "examples_per_second": (
+                steady_images / steady_seconds if steady_images and steady_seconds > 0 else None
+            ),
+            "train_loop_examples_per_second": (
+                self._loop_images / self._loop_seconds if self._loop_seconds > 0 else None
+            ),
+        }
 
 
-class _Run:
-    """The state of one training run; `train_and_evaluate` drives it."""
+class Trainer:
+    """One training run of a validated, resolved RunConfig; `run` drives it once, `close`
+    releases its writers. Each method does one step of the run; the run's state (model,
+    step, history, best eval) changes only through them."""
 
     def __init__(self, cfg: config_lib.RunConfig) -> None:
         from transfusion_tf.data import info as info_lib
@@ -298,17 +315,19 @@ class _Run:
         self.workdir = cfg.train.workdir
         self.info = info_lib.load_dataset_info(cfg.data.dataset_dir)
         self.tasks = list(self.info["tasks"])
-        if cfg.model.num_tasks != len(self.tasks):
-            raise ValueError(
-                f"the model has {cfg.model.num_tasks} outputs but --dataset_dir="
-                f"{cfg.data.dataset_dir} has {len(self.tasks)} tasks"
-            )
         self.strategy = strategy_lib.make_strategy(cfg.train.strategy)
         strategy_lib.check_batch_size(self.strategy, cfg.data.batch_size)
         self.chief = strategy_lib.is_chief(self.strategy)
-        self.path = lambda name: os.path.join(self.workdir, name)
-        self.claimed = False
+        self.claimed = False  # config.json written: the workdir is this run's
         self.warnings: list[dict[str, str]] = []
+        self.summaries = summaries_lib.RunSummaries(self.workdir, enabled=self.chief)
+        self._backups: ckpt_lib.BackupManager | None = None
+        self._history: list[dict[str, Any]] = []
+        self._best: dict[str, Any] | None = None  # the eval record of the best mean AUC
+        self._last_predictions: tuple[int, dict[str, np.ndarray]] | None = None
+        self._throughput = _Throughput()
+        self.step = 0
+        self.train_subset_sha256: str | None = None
         train_examples = cfg.data.train_examples
         what = f"the --train_examples={train_examples} subset"
         if train_examples is None:
@@ -320,26 +339,53 @@ class _Run:
             )
         )
 
+    def path(self, name: str) -> str:
+        """A file of the run record (a `workdir` name) in this run's workdir."""
+        return os.path.join(self.workdir, name)
+
     def warn(self, warning: dict[str, str] | None) -> None:
         """Logs a `health` warning and keeps it for `results.json` (None: nothing to say)."""
         if warning is not None and warning not in self.warnings:
             logging.warning("%s: %s", self.workdir, warning["message"])
             self.warnings.append(warning)
 
-    # -- building ---------------------------------------------------------------------------
-    def build(self) -> None:
+    def close(self) -> None:
+        """Closes the TensorBoard writers and the backup manager."""
+        self.summaries.close()
+        if self._backups is not None:
+            self._backups.close()
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, *, wall_start: float) -> dict[str, Any]:
+        """Builds, restores or initialises, trains to `train_steps`; returns the results."""
+        tc = self.cfg.train
+        self._build()
+        resumed, init_report = self._restore()
+        self._open_history()
+        self._open_data()
+        self._claim()
+        # The init is evaluated too (step 0, before any update), once: a run resumed before
+        # its first backup re-creates the same init and finds the step-0 record in the history.
+        if self.step == 0 and not any(r["step"] == 0 for r in self._history):
+            self._record_eval()
+            self.summaries.flush()
+        while self.step < tc.train_steps:
+            self._train_loop_call()
+            evaluated = self._maybe_eval()
+            self._maybe_backup(evaluated=evaluated)
+            self.summaries.flush()
+        rates = self._throughput.rates(step=self.step, batch_size=self.cfg.data.batch_size)
+        return self._finish(
+            resumed=resumed, init_report=init_report, rates=rates, wall_start=wall_start
+        )
+
+    def _build(self) -> None:
+        """The model, optimizer, step counter and backups, in the strategy's scope."""
         from transfusion_tf.models import registry as model_registry
 
         cfg = self.cfg
         with self.strategy.scope():
-            self.model = model_registry.build_model(
-                cfg.model.name,
-                num_tasks=cfg.model.num_tasks,
-                image_size=cfg.model.image_size,
-                channels=cfg.model.channels,
-                widths=cfg.model.widths,
-                width_multiplier=cfg.model.width_multiplier,
-            )
+            self.model = workdir_lib.build_model(cfg)
             self.schedule = optim.WarmupSchedule(
                 name=cfg.train.lr_schedule,
                 learning_rate=cfg.train.learning_rate,
@@ -356,7 +402,7 @@ class _Run:
             self.optimizer.build(self.model.trainable_variables)
         # A plain host variable: the step counter is assigned from the host after each loop.
         self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
-        self.backups = ckpt_lib.BackupManager(
+        self._backups = ckpt_lib.BackupManager(
             workdir=self.workdir,
             model=self.model,
             optimizer=self.optimizer,
@@ -375,8 +421,24 @@ class _Run:
         except (KeyError, ValueError):
             self.conv1_layers = ()
 
-    def initialize(self) -> dict[str, Any]:
-        """Applies the init strategy; writes init weights, report and config (chief only)."""
+    def _restore(self) -> tuple[bool, dict[str, Any]]:
+        """Restores the latest backup, or initialises; returns (resumed, the init report)."""
+        resumed = self._backups.restore_latest()
+        self.step = int(self.step_var.numpy())
+        if resumed:
+            logging.info(
+                "resuming %s at step %d of %d", self.workdir, self.step, self.cfg.train.train_steps
+            )
+            init_report = workdir_lib.read_json(self.path(workdir_lib.INIT_REPORT_FILE))
+        else:
+            init_report = self._initialize()
+        if self.chief:
+            trial_id = os.path.basename(self.workdir.rstrip("/"))
+            self.summaries.hparams(_hparams(self.cfg), trial_id=trial_id)
+        return bool(resumed), init_report
+
+    def _initialize(self) -> dict[str, Any]:
+        """Applies the init strategy; writes init weights, report and filters (chief only)."""
         from transfusion_tf.init import registry as init_registry
 
         with self.strategy.scope():
@@ -385,13 +447,62 @@ class _Run:
             )
         if self.chief:
             os.makedirs(self.workdir, exist_ok=True)
-            ckpt_lib.write_text_atomic(self.path(INIT_REPORT_FILE), report.to_json())
-            ckpt_lib.save_weights_atomic(self.model, self.path(INIT_WEIGHTS))
+            workdir_lib.write_text_atomic(self.path(workdir_lib.INIT_REPORT_FILE), report.to_json())
+            ckpt_lib.save_weights_atomic(self.model, self.path(workdir_lib.INIT_WEIGHTS))
             self.summaries.text(0, "init/report", report.summary())
             self.summaries.filters(0, summaries_lib.conv1_kernel(self.model, self.conv1_layers))
         return report.to_dict()
 
-    def datasets(self, start_step: int) -> tuple[Any, tf.data.Dataset]:
+    def _open_history(self) -> None:
+        """The eval records up to the restored step (later ones are redone); the best one."""
+        self._history = [
+            r for r in workdir_lib.read_history(self.workdir) if r["step"] <= self.step
+        ]
+        if self.chief:
+            workdir_lib.write_text_atomic(
+                self.path(workdir_lib.HISTORY_FILE),
+                "".join(json.dumps(r) + "\n" for r in self._history),
+            )
+        self._best = max(
+            (r for r in self._history if r.get("auc_mean") is not None),
+            key=lambda r: r["auc_mean"],
+            default=None,
+        )
+
+    def _open_data(self) -> None:
+        """The input pipelines from the current step, the train loop and the predict fn."""
+        cfg = self.cfg
+        train_ds, self._valid = self._datasets(self.step)
+        self._iterator = iter(train_ds)
+        self._train_loop = loop_lib.make_train_loop(
+            strategy=self.strategy,
+            model=self.model,
+            optimizer=self.optimizer,
+            global_batch_size=cfg.data.batch_size,
+            loss=cfg.train.loss,
+            class_weights=cfg.train.class_weights,
+            prepare_batch=pipeline_lib.deferred_augment(
+                image_size=cfg.model.image_size,
+                preprocess_mode=self.preprocess_mode,
+                augment=cfg.data.augment,
+            )
+            if self.defer_augment
+            else None,
+        )
+        self._predict = loop_lib.make_logits_fn(self.model)
+
+    def _claim(self) -> None:
+        """Writes `config.json`. Only now: a run that failed while building the model, loading
+        its source or opening the data left no config.json to refuse the corrected command."""
+        if self.chief:
+            os.makedirs(self.workdir, exist_ok=True)
+            workdir_lib.write_text_atomic(
+                self.path(workdir_lib.CONFIG_FILE), self.cfg.to_json() + "\n"
+            )
+        self.claimed = True
+
+    def _datasets(self, start_step: int) -> tuple[Any, tf.data.Dataset]:
+        """(the distributed train split from `start_step`'s seed, the validation split)."""
         from transfusion_tf.data import pipeline
 
         cfg = self.cfg
@@ -402,7 +513,7 @@ class _Run:
                 dataset_dir=data.dataset_dir,
                 split="train",
                 batch_size=data.batch_size,
-                image_size=data.image_size,
+                image_size=cfg.model.image_size,
                 channels=cfg.model.channels,
                 preprocess_mode=self.preprocess_mode,
                 training=True,
@@ -418,13 +529,13 @@ class _Run:
                 input_context=input_context,
             )
 
-        self.train_subset_sha256 = self.record_train_subset(start_step)
+        self.train_subset_sha256 = self._record_train_subset(start_step)
         train = self.strategy.distribute_datasets_from_function(train_fn)
         valid = pipeline.build_dataset(
             dataset_dir=data.dataset_dir,
             split="valid",
             batch_size=data.batch_size,
-            image_size=data.image_size,
+            image_size=cfg.model.image_size,
             channels=cfg.model.channels,
             preprocess_mode=self.preprocess_mode,
             training=False,
@@ -435,8 +546,8 @@ class _Run:
         )
         return train, valid
 
-    def record_train_subset(self, start_step: int) -> str | None:
-        """Writes the `--train_examples` subset's ids (chief); returns their SHA-256.
+    def _record_train_subset(self, start_step: int) -> str | None:
+        """Writes the `train_examples` subset's ids (chief); returns their SHA-256.
 
         A resumed run must draw the ids it started with: a different subset (the dataset was
         rewritten under the run) is an error, not a silent change of the experiment.
@@ -450,58 +561,221 @@ class _Run:
             data.dataset_dir, num_examples=data.train_examples, subset_seed=data.subset_seed
         )
         text = "".join(i.decode("utf-8") + "\n" for i in ids)
-        path = self.path(TRAIN_SUBSET_FILE)
+        path = self.path(workdir_lib.TRAIN_SUBSET_FILE)
         if start_step > 0 and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 if f.read() != text:
                     raise ValueError(
-                        f"--train_examples={data.train_examples} --subset_seed="
-                        f"{data.subset_seed} now draws other examples of {data.dataset_dir} "
-                        f"than {path} lists for this run (was the dataset rewritten?); "
-                        "use a new --workdir"
+                        f"DataConfig.train_examples={data.train_examples} "
+                        f"DataConfig.subset_seed={data.subset_seed} now draws other examples "
+                        f"of {data.dataset_dir} than {path} lists for this run (was the dataset "
+                        "rewritten?); use a new TrainConfig.workdir"
                     )
         if self.chief:
-            ckpt_lib.write_text_atomic(path, text)
+            workdir_lib.write_text_atomic(path, text)
+        # The SHA-256 of the file's text, which a worker other than the chief does not write.
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, step: int, valid: tf.data.Dataset) -> dict[str, Any]:
-        """One eval record; its loss is the training loss function over the whole split."""
-        loss = self.cfg.train.loss
-        out = loop_lib.predict_dataset(self.predict, valid)  # self.predict gives logits
-        labels, logits, mask = out["labels"], out["scores"], out["mask"]
-        scores = losses_lib.probabilities(logits, loss=loss).numpy()
-        self.last_predictions = (int(step), {**out, "scores": scores})
-        report = metrics_lib.auc_report(labels=labels, scores=scores, mask=mask, tasks=self.tasks)
-        record = {
-            "step": int(step),
-            "auc": report["auc"],
-            "auc_mean": report["auc_mean"],
-            "auprc": report["auprc"],
-            "auprc_mean": report["auprc_mean"],
-            "loss": losses_lib.mean_loss(
-                loss,
-                labels=labels,
-                logits=logits,
-                mask=mask,
-                class_weights=self.cfg.train.class_weights,
-            ),
-            "num_examples": int(labels.shape[0]),
-        }
-        if loss == "softmax":
-            record.update(metrics_lib.accuracy_report(labels=labels, scores=scores, mask=mask))
+    # -- steps ------------------------------------------------------------------------------
+    def _train_loop_call(self) -> None:
+        """Trains up to the next eval, backup or loop boundary; logs loss, lr and speed."""
+        tc, batch_size = self.cfg.train, self.cfg.data.batch_size
+        step = self.step
+        n = min(
+            tc.steps_per_loop,
+            tc.train_steps - step,
+            tc.eval_every_steps - step % tc.eval_every_steps,
+            tc.checkpoint_every_steps - step % tc.checkpoint_every_steps,
+        )
+        t0 = time.perf_counter()
+        with verify_lib.data_loss_errors(dataset_dir=self.cfg.data.dataset_dir, split="train"):
+            loss = float(self._train_loop(self._iterator, tf.constant(n, tf.int32)))
+        elapsed = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            raise loop_lib.NonFiniteLossError(self._non_finite_message(loss, step, step + n))
+        self.step = step + n
+        self.step_var.assign(self.step)
+        self._throughput.loop_done(elapsed=elapsed, images=n * batch_size, step=self.step)
+        images_per_second = n * batch_size / max(elapsed, 1e-9)
+        lr = float(self.schedule(self.optimizer.iterations))
+        logging.info(
+            "step %d/%d loss %.4f lr %.4g %.1f img/s",
+            self.step,
+            tc.train_steps,
+            loss,
+            lr,
+            images_per_second,
+        )
+        self.summaries.scalars(
+            self.step,
+            {
+                "train/loss": loss,
+                "train/learning_rate": lr,
+                "perf/images_per_second": images_per_second,
+            },
+        )
+
+    def _maybe_eval(self) -> bool:
+        """Evaluates every `eval_every_steps` and at the end; returns whether it did."""
+        tc = self.cfg.train
+        evaluated = self.step % tc.eval_every_steps == 0 or self.step == tc.train_steps
+        if evaluated:
+            self._record_eval()
+        return evaluated
+
+    def _maybe_backup(self, *, evaluated: bool) -> None:
+        """Backs up for resume at evals, every `checkpoint_every_steps` and at the end."""
+        tc = self.cfg.train
+        if evaluated or self.step % tc.checkpoint_every_steps == 0 or self.step == tc.train_steps:
+            self._backups.save(self.step)
+
+    def _evaluate(self) -> dict[str, Any]:
+        """`eval_record` of the validation split, which must read whole and as listed."""
+        cfg = self.cfg
+        with verify_lib.data_loss_errors(dataset_dir=cfg.data.dataset_dir, split="valid"):
+            record, predictions = eval_record(
+                predict=self._predict,
+                valid=self._valid,
+                step=self.step,
+                loss=cfg.train.loss,
+                class_weights=cfg.train.class_weights,
+                tasks=self.tasks,
+            )
+        verify_lib.check_pass_count(
+            dataset_dir=cfg.data.dataset_dir, split="valid", read=record["num_examples"]
+        )
+        self._last_predictions = (self.step, predictions)
         return record
 
+    def _record_eval(self) -> None:
+        """Evaluates the current weights and records them (history, TensorBoard, best)."""
+        step = self.step
+        record = self._evaluate()
+        self._history.append(record)
+        logging.info(
+            "eval step %d mean AUC %s per task %s", step, record["auc_mean"], record["auc"]
+        )
+        if self.chief:
+            self.summaries.eval_scalars(step, record)
+            if step > 0:  # the filters at step 0 were written with the init report
+                kernel = summaries_lib.conv1_kernel(self.model, self.conv1_layers)
+                self.summaries.filters(step, kernel)
+            workdir_lib.append_history(self.workdir, record)
+        best = self._best
+        if record["auc_mean"] is not None and (
+            best is None or record["auc_mean"] > best["auc_mean"]
+        ):
+            self._best = record
+            if self.chief:
+                ckpt_lib.save_weights_atomic(self.model, self.path(workdir_lib.BEST_WEIGHTS))
 
-def _hparams(cfg: config_lib.RunConfig) -> dict[str, Any]:
-    return {
-        "model": cfg.model.name,
-        "init": cfg.init.name,
-        "transfuse_upto": cfg.init.transfuse_upto,
-        "lr": cfg.train.learning_rate,
-        "dataset": os.path.basename(os.path.normpath(cfg.data.dataset_dir)),
-        "seed": cfg.train.seed,
-    }
+    def _non_finite_message(self, loss: float, start: int, end: int) -> str:
+        """What a NaN/inf training loss means for this workdir, and what to do."""
+        tc = self.cfg.train
+        what = (
+            f"training loss became {loss} between steps {start} and {end} "
+            f"(TrainConfig.learning_rate={tc.learning_rate}, "
+            f"TrainConfig.optimizer={tc.optimizer})"
+        )
+        latest = self._backups.latest
+        if latest is None:
+            return (
+                f"{what}; no backup was written yet, so nothing of it is kept: lower "
+                f"TrainConfig.learning_rate and train again after deleting {self.workdir} (or "
+                "in a new TrainConfig.workdir)"
+            )
+        return (
+            f"{what}; the newest backup, {latest}, holds the weights from before it; lower "
+            "TrainConfig.learning_rate and train again in a new TrainConfig.workdir (rerunning "
+            "this command would resume with the same settings)"
+        )
+
+    def _finish(
+        self,
+        *,
+        resumed: bool,
+        init_report: dict[str, Any],
+        rates: dict[str, float | None],
+        wall_start: float,
+    ) -> dict[str, Any]:
+        """Writes the final (and fallback best) weights, predictions and `results.json`."""
+        if self.chief:
+            ckpt_lib.save_weights_atomic(self.model, self.path(workdir_lib.FINAL_WEIGHTS))
+            if self._best is None:
+                # No defined AUC ever (e.g. a single-class validation split): best = final.
+                ckpt_lib.save_weights_atomic(self.model, self.path(workdir_lib.BEST_WEIGHTS))
+        final = self._history[-1] if self._history else self._evaluate()
+        if self._last_predictions is None or self._last_predictions[0] != self.step:
+            # Resumed after the final eval was recorded: predict again with the final weights.
+            self._evaluate()
+        if self.chief:
+            out = self._last_predictions[1]
+            predictions_lib.save_predictions(
+                self.path(predictions_lib.VALID_PREDICTIONS_FILE),
+                labels=out["labels"],
+                scores=out["scores"],
+                mask=out["mask"],
+                example_id=out["example_id"],
+                tasks=self.tasks,
+                step=self.step,
+            )
+        for warning in health.run_warnings(self._history):
+            self.warn(warning)
+        results = {
+            **self._auc_results(final),
+            **rates,
+            "wall_seconds": time.perf_counter() - wall_start,
+            **self._run_facts(resumed=resumed, init_report=init_report),
+            "final_top1_accuracy": final.get("top1_accuracy"),
+            "final_top5_accuracy": final.get("top5_accuracy"),
+            "warnings": list(self.warnings),
+        }
+        if self.chief:
+            workdir_lib.write_json_atomic(self.path(workdir_lib.RESULTS_FILE), results)
+            logging.info("finished %s: final mean AUC %s", self.workdir, results["final_auc_mean"])
+        return results
+
+    def _auc_results(self, final: dict[str, Any]) -> dict[str, Any]:
+        """The validation AUCs of `results.json`: final, best and their convergence."""
+        tc, history = self.cfg.train, self._history
+        crossings = metrics_lib.threshold_crossings(
+            history, tc.auc_thresholds, rule=tc.threshold_rule, tasks=tc.threshold_tasks
+        )
+        best = self._best
+        return {
+            "final_auc": final["auc"],
+            "final_auc_mean": final["auc_mean"],
+            "final_auprc": final["auprc"],
+            "final_auprc_mean": final["auprc_mean"],
+            "best_auc_mean": best["auc_mean"] if best else None,
+            "best_step": best["step"] if best else None,
+            "steps_to_threshold": {t: c["step"] for t, c in crossings.items()},
+            "steps_to_threshold_interpolated": {t: c["interpolated"] for t, c in crossings.items()},
+            "steps_to_threshold_censored": {t: c["censored"] for t, c in crossings.items()},
+            "threshold_rule": tc.threshold_rule,
+            "threshold_tasks": list(tc.threshold_tasks),
+            "auc_curve_area": metrics_lib.auc_curve_area(history, tasks=tc.threshold_tasks),
+        }
+
+    def _run_facts(self, *, resumed: bool, init_report: dict[str, Any]) -> dict[str, Any]:
+        """What `results.json` records of the run itself: versions, settings, provenance."""
+        cfg, tc = self.cfg, self.cfg.train
+        return {
+            "versions": versions(),
+            "seed": tc.seed,
+            "source_sha256": init_report.get("source_sha256"),
+            "model": cfg.model.name,
+            "init": cfg.init.name,
+            "tasks": self.tasks,
+            "train_steps": self.step,
+            "dataset_dir": cfg.data.dataset_dir,
+            "strategy": strategy_lib.resolve_strategy_name(tc.strategy),
+            "num_replicas": self.strategy.num_replicas_in_sync,
+            "precision": tc.precision,
+            "resumed": resumed,
+            "train_subset_sha256": self.train_subset_sha256,
+            "loss_function": tc.loss,
+        }
 
 
 def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
@@ -514,8 +788,9 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
       The results dict written to `results.json` (keys in the module docstring).
 
     Raises:
-      ValueError / FileNotFoundError naming the flag or file for bad settings,
-      WorkdirConflictError for a workdir of another run, loop.NonFiniteLossError on NaN loss.
+      ConfigError (a ValueError) naming the config field, ValueError / FileNotFoundError
+      naming the file for bad settings, WorkdirConflictError for a workdir of another run,
+      loop.NonFiniteLossError on NaN loss.
     """
     validate_config(cfg)
     cfg = resolve_config(cfg)
@@ -534,290 +809,12 @@ def train_and_evaluate(cfg: config_lib.RunConfig) -> dict[str, Any]:
     wall_start = time.perf_counter()
     created = not os.path.exists(cfg.train.workdir)
     with _precision(cfg.train.precision):
-        run = _Run(cfg)
-        run.summaries = summaries_lib.RunSummaries(cfg.train.workdir, enabled=run.chief)
+        trainer = Trainer(cfg)
         try:
-            return _train(run, wall_start)
+            return trainer.run(wall_start=wall_start)
         finally:
-            run.summaries.close()
-            if hasattr(run, "backups"):
-                run.backups.close()
-            if created and run.chief and not run.claimed:
+            trainer.close()
+            if created and trainer.chief and not trainer.claimed:
                 # Failed before training started: the folder holds only this attempt's files
                 # (TensorBoard events, init report), nothing a corrected command needs.
                 shutil.rmtree(cfg.train.workdir, ignore_errors=True)
-
-
-def _non_finite_message(run: _Run, loss: float, start: int, end: int) -> str:
-    """What a NaN/inf training loss means for this workdir, and what to do."""
-    tc = run.cfg.train
-    what = (
-        f"training loss became {loss} between steps {start} and {end} "
-        f"(--learning_rate={tc.learning_rate}, --optimizer={tc.optimizer})"
-    )
-    latest = run.backups.latest
-    if latest is None:
-        return (
-            f"{what}; no backup was written yet, so nothing of it is kept: lower "
-            f"--learning_rate and train again after deleting {run.workdir} (or in a new "
-            "--workdir)"
-        )
-    return (
-        f"{what}; the newest backup, {latest}, holds the weights from before it; lower "
-        "--learning_rate and train again in a new --workdir (rerunning this command would "
-        "resume with the same settings)"
-    )
-
-
-def _train(run: _Run, wall_start: float) -> dict[str, Any]:
-    cfg = run.cfg
-    tc = cfg.train
-    run.build()
-    resumed = run.backups.restore_latest()
-    step = int(run.step_var.numpy())
-    if resumed:
-        logging.info("resuming %s at step %d of %d", run.workdir, step, tc.train_steps)
-        init_report = _read_json(run.path(INIT_REPORT_FILE))
-    else:
-        init_report = run.initialize()
-    if run.chief:
-        run.summaries.hparams(_hparams(cfg), trial_id=os.path.basename(run.workdir.rstrip("/")))
-
-    history = [r for r in read_history(run.workdir) if r["step"] <= step]
-    if run.chief:
-        ckpt_lib.write_text_atomic(
-            run.path(HISTORY_FILE), "".join(json.dumps(r) + "\n" for r in history)
-        )
-    best = max(
-        (r for r in history if r.get("auc_mean") is not None),
-        key=lambda r: r["auc_mean"],
-        default=None,
-    )
-    best_auc, best_step = (best["auc_mean"], best["step"]) if best else (None, None)
-
-    train_ds, valid_ds = run.datasets(step)
-    iterator = iter(train_ds)
-    train_loop = loop_lib.make_train_loop(
-        strategy=run.strategy,
-        model=run.model,
-        optimizer=run.optimizer,
-        global_batch_size=cfg.data.batch_size,
-        loss=tc.loss,
-        class_weights=tc.class_weights,
-        prepare_batch=pipeline_lib.deferred_augment(
-            image_size=cfg.data.image_size,
-            preprocess_mode=run.preprocess_mode,
-            augment=cfg.data.augment,
-        )
-        if run.defer_augment
-        else None,
-    )
-    run.predict = loop_lib.make_logits_fn(run.model)
-    run.last_predictions = None
-    conv1 = run.conv1_layers
-
-    def evaluate(at_step: int) -> dict[str, Any]:
-        """`run.evaluate` of the validation split, which must read whole and as listed."""
-        with verify_lib.data_loss_errors(dataset_dir=cfg.data.dataset_dir, split="valid"):
-            record = run.evaluate(at_step, valid_ds)
-        verify_lib.check_pass_count(
-            dataset_dir=cfg.data.dataset_dir, split="valid", read=record["num_examples"]
-        )
-        return record
-
-    # The workdir is claimed only now: a run that failed while building the model, loading
-    # its source or opening the data left no config.json to refuse the corrected command.
-    if run.chief:
-        os.makedirs(run.workdir, exist_ok=True)
-        ckpt_lib.write_text_atomic(run.path(CONFIG_FILE), cfg.to_json() + "\n")
-    run.claimed = True
-
-    def record_eval(at_step: int) -> None:
-        """Evaluates the current weights and records them (history, TensorBoard, best)."""
-        nonlocal best_auc, best_step
-        record = evaluate(at_step)
-        history.append(record)
-        logging.info(
-            "eval step %d mean AUC %s per task %s", at_step, record["auc_mean"], record["auc"]
-        )
-        if run.chief:
-            run.summaries.eval_scalars(at_step, record)
-            if at_step > 0:  # the filters at step 0 were written with the init report
-                run.summaries.filters(at_step, summaries_lib.conv1_kernel(run.model, conv1))
-            with open(run.path(HISTORY_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        if record["auc_mean"] is not None and (best_auc is None or record["auc_mean"] > best_auc):
-            best_auc, best_step = record["auc_mean"], at_step
-            if run.chief:
-                ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
-
-    # The init is evaluated too (step 0, before any update), once: a run resumed before its
-    # first backup re-creates the same init and finds the step-0 record in the history.
-    if step == 0 and not any(r["step"] == 0 for r in history):
-        record_eval(0)
-        run.summaries.flush()
-
-    # Steady state starts after the first loop call (which traces the tf.function); it counts
-    # everything after it: input waits, evals, backups, summaries and logging.
-    train_seconds, train_images, first_loop = 0.0, 0, True
-    steady_start, steady_first_step = None, None
-    while step < tc.train_steps:
-        n = min(
-            tc.steps_per_loop,
-            tc.train_steps - step,
-            tc.eval_every_steps - step % tc.eval_every_steps,
-            tc.checkpoint_every_steps - step % tc.checkpoint_every_steps,
-        )
-        t0 = time.perf_counter()
-        with verify_lib.data_loss_errors(dataset_dir=cfg.data.dataset_dir, split="train"):
-            loss = float(train_loop(iterator, tf.constant(n, tf.int32)))
-        elapsed = time.perf_counter() - t0
-        if not math.isfinite(loss):
-            raise loop_lib.NonFiniteLossError(_non_finite_message(run, loss, step, step + n))
-        step += n
-        run.step_var.assign(step)
-        images_per_second = n * cfg.data.batch_size / max(elapsed, 1e-9)
-        if not first_loop:  # the first call traces the tf.function: not steady state
-            train_seconds += elapsed
-            train_images += n * cfg.data.batch_size
-        else:
-            steady_start, steady_first_step = time.perf_counter(), step
-        first_loop = False
-        lr = float(run.schedule(run.optimizer.iterations))
-        logging.info(
-            "step %d/%d loss %.4f lr %.4g %.1f img/s",
-            step,
-            tc.train_steps,
-            loss,
-            lr,
-            images_per_second,
-        )
-        run.summaries.scalars(
-            step,
-            {
-                "train/loss": loss,
-                "train/learning_rate": lr,
-                "perf/images_per_second": images_per_second,
-            },
-        )
-        evaluated = step % tc.eval_every_steps == 0 or step == tc.train_steps
-        if evaluated:
-            record_eval(step)
-        if evaluated or step % tc.checkpoint_every_steps == 0 or step == tc.train_steps:
-            run.backups.save(step)
-        run.summaries.flush()
-
-    steady_seconds = time.perf_counter() - steady_start if steady_start is not None else 0.0
-    steady_images = (step - steady_first_step) * cfg.data.batch_size if steady_start else 0
-    if run.chief:
-        ckpt_lib.save_weights_atomic(run.model, run.path(FINAL_WEIGHTS))
-        if best_step is None:
-            # No defined AUC ever (e.g. a single-class validation split): best = final.
-            ckpt_lib.save_weights_atomic(run.model, run.path(BEST_WEIGHTS))
-    final = history[-1] if history else evaluate(step)
-    if run.last_predictions is None or run.last_predictions[0] != step:
-        # Resumed after the final eval was recorded: predict again with the final weights.
-        evaluate(step)
-    if run.chief:
-        out = run.last_predictions[1]
-        predictions_lib.save_predictions(
-            run.path(predictions_lib.VALID_PREDICTIONS_FILE),
-            labels=out["labels"],
-            scores=out["scores"],
-            mask=out["mask"],
-            example_id=out["example_id"],
-            tasks=run.tasks,
-            step=step,
-        )
-    crossings = metrics_lib.threshold_crossings(
-        history, tc.auc_thresholds, rule=tc.threshold_rule, tasks=tc.threshold_tasks
-    )
-    for warning in health.run_warnings(history):
-        run.warn(warning)
-    results = {
-        "final_auc": final["auc"],
-        "final_auc_mean": final["auc_mean"],
-        "final_auprc": final["auprc"],
-        "final_auprc_mean": final["auprc_mean"],
-        "best_auc_mean": best_auc,
-        "best_step": best_step,
-        "steps_to_threshold": {t: c["step"] for t, c in crossings.items()},
-        "steps_to_threshold_interpolated": {t: c["interpolated"] for t, c in crossings.items()},
-        "steps_to_threshold_censored": {t: c["censored"] for t, c in crossings.items()},
-        "threshold_rule": tc.threshold_rule,
-        "threshold_tasks": list(tc.threshold_tasks),
-        "auc_curve_area": metrics_lib.auc_curve_area(history, tasks=tc.threshold_tasks),
-        "examples_per_second": (
-            steady_images / steady_seconds if steady_images and steady_seconds > 0 else None
-        ),
-        "train_loop_examples_per_second": (
-            train_images / train_seconds if train_seconds > 0 else None
-        ),
-        "wall_seconds": time.perf_counter() - wall_start,
-        "versions": versions(),
-        "seed": tc.seed,
-        "source_sha256": init_report.get("source_sha256"),
-        "model": cfg.model.name,
-        "init": cfg.init.name,
-        "tasks": run.tasks,
-        "train_steps": step,
-        "dataset_dir": cfg.data.dataset_dir,
-        "strategy": strategy_lib.resolve_strategy_name(tc.strategy),
-        "num_replicas": run.strategy.num_replicas_in_sync,
-        "precision": tc.precision,
-        "resumed": bool(resumed),
-        "train_subset_sha256": run.train_subset_sha256,
-        "loss_function": tc.loss,
-        "final_top1_accuracy": final.get("top1_accuracy"),
-        "final_top5_accuracy": final.get("top5_accuracy"),
-        "warnings": list(run.warnings),
-    }
-    if run.chief:
-        ckpt_lib.write_text_atomic(
-            run.path(RESULTS_FILE), json.dumps(results, indent=2, sort_keys=True) + "\n"
-        )
-        logging.info("finished %s: final mean AUC %s", run.workdir, results["final_auc_mean"])
-    return results
-
-
-WEIGHT_CHOICES = ("final", "best", "init")
-
-
-def load_run_config(workdir: str) -> config_lib.RunConfig:
-    """The `config.json` of a workdir; FileNotFoundError / ValueError name the file."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a transfusion-train workdir")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return _parse_stored_config(f.read())
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path} is not a valid run configuration: {err}") from None
-
-
-def load_run_model(
-    workdir: str, *, weights: str = "final"
-) -> tuple[config_lib.RunConfig, keras.Model]:
-    """Rebuilds a run's model from `config.json` and loads `weights/<weights>.weights.h5`.
-
-    Returns:
-      (config, model) where the model maps float32 [B, S, S, C] to logits [B, T].
-    """
-    from transfusion_tf.models import registry as model_registry
-
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}; got {weights!r}")
-    cfg = load_run_config(workdir)
-    path = weights_path(workdir, weights)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path} (has the run finished?)")
-    model = model_registry.build_model(
-        cfg.model.name,
-        num_tasks=cfg.model.num_tasks,
-        image_size=cfg.model.image_size,
-        channels=cfg.model.channels,
-        widths=cfg.model.widths,
-        width_multiplier=cfg.model.width_multiplier,
-    )
-    model.load_weights(path)
-    return cfg, model
