@@ -48,7 +48,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -56,11 +55,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import sklearn
 import tensorflow as tf
 from absl import logging
 
-import transfusion_tf
 from transfusion_tf import config as config_lib
 from transfusion_tf import workdir as workdir_lib
 from transfusion_tf.data import pipeline as pipeline_lib
@@ -77,18 +74,6 @@ from transfusion_tf.training import summaries as summaries_lib
 
 class WorkdirConflictError(ValueError):
     """The workdir already holds a run with a different configuration."""
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded in `results.json`."""
-    return {
-        "transfusion_tf": transfusion_tf.__version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # --- checks before anything is built ----------------------------------------------------
@@ -761,7 +746,7 @@ class Trainer:
         """What `results.json` records of the run itself: versions, settings, provenance."""
         cfg, tc = self.cfg, self.cfg.train
         return {
-            "versions": versions(),
+            "versions": workdir_lib.versions(),
             "seed": tc.seed,
             "source_sha256": init_report.get("source_sha256"),
             "model": cfg.model.name,
