@@ -191,7 +191,8 @@ def test_compare_run_with_its_copy_is_identical(batch):
         # datapoints for 16 + 16 features is near its ceiling even by chance.
         assert values["above_chance"]["cka_linear"] is True, unit
         assert values["null"]["cka_linear"]["mean"] < 0.99
-    assert pair["units"]["conv3"]["null"]["cca_mean"]["mean"] > 0.9
+    # (about 0.9 here, varying with the runs' nondeterministic CPU training)
+    assert pair["units"]["conv3"]["null"]["cca_mean"]["mean"] > 0.8
 
 
 @pytest.mark.slow
